@@ -1,0 +1,54 @@
+"""Actors for tests, benchmarks and smoke checks of a deployment."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dramatiq
+
+from app.context import current_job
+from app.errors import PermanentError
+
+# Retries of ``fail`` are meant to be watched, not waited for.
+FAST_MIN_BACKOFF_MS = 200
+FAST_MAX_BACKOFF_MS = 2_000
+
+
+@dramatiq.actor(actor_name="diagnostics.noop")
+def noop() -> None:
+    """Do nothing: measures the platform's own cost per job."""
+
+
+@dramatiq.actor(actor_name="diagnostics.echo")
+def echo(value: Any) -> Any:
+    """Return ``value``, which becomes the job's result."""
+    return value
+
+
+@dramatiq.actor(actor_name="diagnostics.sleep")
+def sleep(seconds: float) -> float:
+    """Sleep ``seconds``, reporting progress every second; returns the seconds slept."""
+    job = current_job()
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        job.progress(int(100 * elapsed / seconds), f"{elapsed:.0f}s of {seconds:g}s")
+        time.sleep(min(1.0, seconds - elapsed))
+    return seconds
+
+
+@dramatiq.actor(
+    actor_name="diagnostics.fail",
+    min_backoff=FAST_MIN_BACKOFF_MS,
+    max_backoff=FAST_MAX_BACKOFF_MS,
+)
+def fail(times: int, permanent: bool = False) -> int:
+    """Raise on the first ``times`` attempts and succeed on attempt ``times + 1``.
+
+    With ``permanent`` the error is a PermanentError, which is never retried.
+    """
+    attempt = current_job().attempt
+    if attempt <= times:
+        error = PermanentError if permanent else RuntimeError
+        raise error(f"diagnostics.fail: attempt {attempt} fails ({times} planned)")
+    return attempt

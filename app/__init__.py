@@ -1,0 +1,1 @@
+"""jobstack core: configuration, database, job state machine, broker and middleware."""

@@ -1,0 +1,83 @@
+"""The process's Dramatiq broker and its middleware stack.
+
+This is the one module that reads configuration at import time: Dramatiq binds actors
+to the broker that exists when they are declared, so ``actors`` imports this first.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    ShutdownNotifications,
+    TimeLimit,
+)
+from periodiq import PeriodiqMiddleware
+
+from app.config import Settings, load_settings
+from app.jobs import MAX_PRIORITY
+from app.middleware.relay import OutboxRelay
+from app.middleware.retries import JobRetries
+from app.middleware.tracking import Tracking
+
+#: Default time limit of an attempt; an attempt over it fails as a timeout.
+DEFAULT_TIME_LIMIT_MS = 600_000
+
+
+def build_middleware() -> list[Middleware]:
+    """jobstack's middleware, in the order Dramatiq runs their ``before_*`` hooks.
+
+    ``after_*`` hooks run in reverse, so Tracking, first, has the last word: JobRetries
+    has decided (retry or fail), TimeLimit has disarmed its timer (it cannot interrupt
+    the commit), and the commit happens before the ack.
+    """
+    return [
+        Tracking(),
+        AgeLimit(),
+        TimeLimit(time_limit=DEFAULT_TIME_LIMIT_MS),
+        ShutdownNotifications(),
+        CurrentMessage(),
+        Callbacks(),
+        Pipelines(),
+        PeriodiqMiddleware(skip_delay=30),
+        OutboxRelay(),
+        JobRetries(),
+    ]
+
+
+def amqp_url(settings: Settings) -> str:
+    """The broker URL with jobstack's heartbeat and blocked-connection timeout.
+
+    Values already in the URL's query string win.
+    """
+    parts = urlsplit(settings.broker_url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("heartbeat", str(settings.broker_heartbeat))
+    query.setdefault("blocked_connection_timeout", str(settings.broker_blocked_timeout))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def create_broker(settings: Settings) -> dramatiq.Broker:
+    """A RabbitMQ broker with publisher confirms and priority queues, or the stub broker."""
+    if settings.broker_url.startswith("stub://"):
+        return StubBroker(middleware=build_middleware())
+    # Queue arguments cannot change once a queue exists, so x-max-priority is fixed
+    # now for every queue jobstack declares (per-job priorities 0–9).
+    return RabbitmqBroker(
+        url=amqp_url(settings),
+        confirm_delivery=True,
+        max_priority=MAX_PRIORITY,
+        middleware=build_middleware(),
+    )
+
+
+broker = create_broker(load_settings())
+dramatiq.set_broker(broker)

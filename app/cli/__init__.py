@@ -1,0 +1,22 @@
+"""The ``jobstack`` command."""
+
+from __future__ import annotations
+
+import click
+
+from app.cli.db import db_group
+from app.cli.jobs import jobs_group, submit_command
+from app.cli.up import up_command
+from app.logs import configure_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """jobstack: durable background jobs on Dramatiq and RabbitMQ."""
+    configure_logging()
+
+
+main.add_command(db_group)
+main.add_command(submit_command)
+main.add_command(jobs_group)
+main.add_command(up_command)

@@ -1,0 +1,86 @@
+"""Settings read from ``JOBSTACK_*`` environment variables.
+
+Every default lives here with a docstring; docs/configuration.md lists the same
+variables. Nothing reads the environment at import time except ``app.broker``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from app.errors import ConfigurationError
+
+PREFIX = "JOBSTACK_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide settings; build one with :func:`load_settings`."""
+
+    database_url: str = "sqlite:///var/jobstack.db"
+    """SQLAlchemy URL of the job database (``postgresql+psycopg://…`` in production)."""
+
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    """AMQP URL of RabbitMQ, or ``stub://`` for Dramatiq's in-memory stub broker."""
+
+    storage_dir: str = "var/storage"
+    """Where uploaded files are kept."""
+
+    broker_heartbeat: int = 60
+    """AMQP heartbeat in seconds: a dead peer is noticed within about twice this."""
+
+    broker_blocked_timeout: int = 300
+    """Seconds a publisher waits while RabbitMQ blocks it (memory or disk alarm) before failing."""
+
+    relay_enabled: bool = True
+    """Whether worker processes run the outbox relay thread."""
+
+    relay_interval: float = 1.0
+    """Seconds between two relay passes."""
+
+    relay_grace: float = 10.0
+    """Seconds a queued job may stay unpublished before the relay publishes it."""
+
+    relay_lease: float = 15.0
+    """Seconds the relay lease lasts; another worker takes over after it expires."""
+
+    relay_batch: int = 500
+    """Rows the relay publishes per pass at most."""
+
+    db_retry_seconds: float = 30.0
+    """How long a worker keeps retrying a database write before giving up on a message."""
+
+    log_level: str = "INFO"
+    """Log level of jobstack's processes."""
+
+
+def _parse(raw: str, kind: Any, name: str) -> Any:
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process environment)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        raw = environ.get(PREFIX + field.name.upper())
+        if raw is not None and raw != "":
+            values[field.name] = _parse(raw, field.type, field.name)
+    return Settings(**values)

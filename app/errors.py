@@ -1,0 +1,54 @@
+"""The one error root of jobstack and its branches."""
+
+from __future__ import annotations
+
+from dramatiq.middleware import MiddlewareError
+
+
+class JobstackError(Exception):
+    """Base class of every jobstack error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(JobstackError):
+    """A JOBSTACK_* setting is invalid."""
+
+
+class PermanentError(JobstackError):
+    """Raised by an actor for a failure that no retry can fix; the job fails at once."""
+
+
+class SubmitError(JobstackError):
+    """A job could not be submitted as asked."""
+
+
+class UnknownActor(SubmitError):
+    """No actor of that name is registered."""
+
+
+class JobNotFound(JobstackError):
+    """No job has that id."""
+
+
+class InvalidTransition(JobstackError):
+    """The job's state does not allow the requested transition."""
+
+    def __init__(self, job_id: str, from_state: str, to_state: str) -> None:
+        super().__init__(f"job {job_id}: {from_state} -> {to_state} is not allowed")
+        self.job_id = job_id
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+class StaleAttempt(JobstackError):
+    """The job moved on to another attempt; an update for an older attempt was dropped."""
+
+
+class TrackingUnavailable(MiddlewareError):
+    """The job database could not be reached, so the message was not started.
+
+    It derives from Dramatiq's MiddlewareError so that it escapes ``emit_before``
+    (which swallows other errors) and the Retries middleware schedules the message again.
+    """

@@ -1,0 +1,227 @@
+"""Submitting jobs and reading them back.
+
+``submit`` writes the job row and publishes its message after the row's transaction
+commits, so a rolled-back transaction never leaves a message behind and a failed
+publish never loses the job (the relay publishes it later).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import dramatiq
+from dramatiq import Actor
+from dramatiq.message import generate_unique_id
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import db, outbox
+from app.context import JobContext, current_job
+from app.errors import JobNotFound, SubmitError, UnknownActor
+from app.messages import message_for
+from app.middleware.retries import DEFAULT_MAX_RETRIES
+from app.models import Job, JobEvent
+from app.states import JobState
+from app.timeutil import utcnow
+
+__all__ = ["JobContext", "current_job", "get_job", "list_events", "list_jobs", "submit"]
+
+#: Highest per-job priority; queues are declared with ``x-max-priority`` equal to it.
+MAX_PRIORITY = 9
+
+_OUTBOX_KEY = "jobstack_outbox"
+
+
+def resolve_actor(actor: Actor[Any, Any] | str) -> Actor[Any, Any]:
+    """The actor itself, or the one registered under that name."""
+    if not isinstance(actor, str):
+        return actor
+    try:
+        return dramatiq.get_broker().get_actor(actor)
+    except dramatiq.errors.ActorNotFound:
+        raise UnknownActor(f"no actor named {actor!r}") from None
+
+
+def _check_json(name: str, value: Any) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise SubmitError(f"{name} must be JSON-serializable: {error}") from None
+
+
+def _due_time(delay: timedelta | int | None, run_at: datetime | None) -> datetime | None:
+    if delay is not None and run_at is not None:
+        raise SubmitError("give delay or run_at, not both")
+    if delay is not None:
+        if isinstance(delay, int):
+            delay = timedelta(milliseconds=delay)
+        if delay < timedelta(0):
+            raise SubmitError("delay must not be negative")
+        return utcnow() + delay
+    if run_at is not None and run_at.tzinfo is None:
+        raise SubmitError("run_at must be timezone-aware")
+    return run_at
+
+
+def submit(
+    actor: Actor[Any, Any] | str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    delay: timedelta | int | None = None,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    max_retries: int | None = None,
+    session: Session | None = None,
+) -> Job:
+    """Create a durable job for ``actor`` and publish it once its row is committed.
+
+    ``delay`` is a timedelta or milliseconds (as in Dramatiq); ``run_at`` an aware
+    datetime. A job due later is ``scheduled`` and published by the relay when due.
+    With ``session`` the job joins the caller's transaction and is published after the
+    caller commits; without, it is committed here. With ``idempotency_key``, a job
+    already submitted under that key is returned instead of a new one.
+    """
+    resolved = resolve_actor(actor)
+    kwargs = dict(kwargs or {})
+    _check_json("args", list(args))
+    _check_json("kwargs", kwargs)
+    if priority is not None and not 0 <= priority <= MAX_PRIORITY:
+        raise SubmitError(f"priority must be between 0 and {MAX_PRIORITY}, not {priority}")
+    if max_retries is not None and max_retries < 0:
+        raise SubmitError("max_retries must not be negative")
+    due = _due_time(delay, run_at)
+    now = utcnow()
+    state = JobState.SCHEDULED if due is not None and due > now else JobState.QUEUED
+    queue_name = queue or resolved.queue_name
+    if queue_name != resolved.queue_name:
+        resolved.broker.declare_queue(queue_name)
+
+    job = Job(
+        id=generate_unique_id(),
+        actor=resolved.actor_name,
+        queue=queue_name,
+        args=list(args),
+        kwargs=kwargs,
+        state=state.value,
+        priority=priority or 0,
+        attempts=0,
+        max_retries=max_retries
+        if max_retries is not None
+        else resolved.options.get("max_retries", DEFAULT_MAX_RETRIES),
+        progress=0,
+        idempotency_key=idempotency_key,
+        tenant="default",
+        created_at=now,
+        updated_at=now,
+        run_at=due,
+        last_event_seq=1,
+    )
+    created = JobEvent(job_id=job.id, seq=1, at=now, kind="created", to_state=state.value)
+
+    own_session = session is None
+    active = session if session is not None else db.new_session()
+    try:
+        if idempotency_key is not None:
+            existing = _find_by_key(active, idempotency_key)
+            if existing is not None:
+                return existing
+        try:
+            with active.begin_nested():
+                active.add_all([job, created])
+        except IntegrityError:
+            existing = _find_by_key(active, idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing
+        if state is JobState.QUEUED:
+            _publish_after_commit(active, resolved.broker, message_for(job))
+        if own_session:
+            active.commit()
+    finally:
+        if own_session:
+            active.close()
+    return job
+
+
+def _find_by_key(session: Session, key: str) -> Job | None:
+    return session.scalars(
+        select(Job).where(Job.tenant == "default", Job.idempotency_key == key)
+    ).one_or_none()
+
+
+def _publish_after_commit(
+    session: Session, broker: dramatiq.Broker, message: dramatiq.Message[Any]
+) -> None:
+    """Queue ``message`` for publishing when ``session``'s transaction commits.
+
+    The message is built now: after the commit the caller's session may have expired
+    the job's attributes and can no longer load them.
+    """
+    pending: list[tuple[dramatiq.Broker, dramatiq.Message[Any]]] | None = session.info.get(
+        _OUTBOX_KEY
+    )
+    if pending is None:
+        pending = session.info[_OUTBOX_KEY] = []
+        event.listen(session, "after_commit", _flush_outbox)
+        event.listen(session, "after_rollback", _drop_outbox)
+    pending.append((broker, message))
+
+
+def _flush_outbox(session: Session) -> None:
+    pending: list[tuple[dramatiq.Broker, dramatiq.Message[Any]]] = session.info.pop(_OUTBOX_KEY, [])
+    _unlisten(session)
+    by_broker: dict[int, tuple[dramatiq.Broker, list[dramatiq.Message[Any]]]] = {}
+    for broker, message in pending:
+        by_broker.setdefault(id(broker), (broker, []))[1].append(message)
+    for broker, messages in by_broker.values():
+        outbox.publish(broker, messages)
+
+
+def _drop_outbox(session: Session) -> None:
+    session.info.pop(_OUTBOX_KEY, None)
+    _unlisten(session)
+
+
+def _unlisten(session: Session) -> None:
+    if event.contains(session, "after_commit", _flush_outbox):
+        event.remove(session, "after_commit", _flush_outbox)
+    if event.contains(session, "after_rollback", _drop_outbox):
+        event.remove(session, "after_rollback", _drop_outbox)
+
+
+def get_job(job_id: str, *, session: Session | None = None) -> Job:
+    """The job with that id; raises :class:`JobNotFound`."""
+    if session is not None:
+        job = session.get(Job, job_id)
+    else:
+        with db.session_scope() as own:
+            job = own.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return job
+
+
+def list_jobs(state: JobState | None = None, limit: int = 50) -> list[Job]:
+    """The newest jobs first, optionally in one state."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    if state is not None:
+        query = query.where(Job.state == state.value)
+    with db.session_scope() as session:
+        return list(session.scalars(query))
+
+
+def list_events(job_id: str) -> list[JobEvent]:
+    """The job's history, oldest first."""
+    with db.session_scope() as session:
+        return list(
+            session.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
+            )
+        )

@@ -1,0 +1,1 @@
+"""jobstack's Dramatiq middleware, one behaviour per module."""

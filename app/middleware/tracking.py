@@ -1,0 +1,318 @@
+"""Records every message's job and each of its state changes.
+
+First in the middleware list: ``after_*`` hooks run in reverse order, so this
+middleware's ``after_process_message`` runs last and sees the decision Retries made (a
+retry enqueued, or the message failed), with TimeLimit's timer already disarmed.
+Dramatiq acks or nacks a message only after every ``after_process_message`` hook has
+returned, and the hook here returns only once the new state is committed: the state is
+durable before the message is acked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dramatiq import Broker, Message
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app import db
+from app.config import load_settings
+from app.context import JobContext, enter_job
+from app.errors import InvalidTransition, PermanentError, StaleAttempt, TrackingUnavailable
+from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION, AnyMessage, attempts_made
+from app.models import Job, JobEvent
+from app.outbox import mark_published
+from app.retrying_db import run_in_transaction
+from app.states import JobState
+from app.timeutil import utcnow
+from app.transitions import transition
+from app.worker_identity import worker_id
+
+logger = logging.getLogger(__name__)
+
+#: Longest traceback stored on a job, in characters.
+MAX_TRACEBACK = 32_000
+#: Delay before the relay re-publishes a retry that Retries could not enqueue.
+LOST_RETRY_DELAY = timedelta(seconds=5)
+
+
+class _ReturnedValueFilter(logging.Filter):
+    """Drops Dramatiq's warning about discarded return values: jobstack stores them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned a value that is not None" not in str(record.msg)
+
+
+def insert_job_if_absent(
+    session: Session, message: AnyMessage, *, run_at: datetime | None = None
+) -> bool:
+    """Create the row of a message nobody recorded yet; returns whether it was created."""
+    now = utcnow()
+    values = {
+        "id": message.message_id,
+        "actor": message.actor_name,
+        "queue": message.queue_name.removesuffix(".DQ"),
+        "args": list(message.args),
+        "kwargs": dict(message.kwargs),
+        "state": JobState.QUEUED.value,
+        "priority": int(message.options.get("broker_priority") or 0),
+        "attempts": 0,
+        "max_retries": message.options.get("max_retries"),
+        "progress": 0,
+        "tenant": "default",
+        "created_at": datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
+        "updated_at": now,
+        "run_at": run_at,
+        "last_event_seq": 1,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    created = session.execute(
+        dialect.insert(Job).values(values).on_conflict_do_nothing().returning(Job.id)
+    ).scalar_one_or_none()
+    if created is None:
+        return False
+    session.add(
+        JobEvent(job_id=message.message_id, seq=1, at=now, kind="created", to_state="queued")
+    )
+    return True
+
+
+class Tracking(Middleware):
+    """Gives every message a job row and records queued → running → outcome."""
+
+    def __init__(self) -> None:
+        # Attempt numbers of the messages this process's worker threads are running,
+        # and the eta of the retry that Retries enqueued for one of them.
+        self._attempts: dict[str, int] = {}
+        self._retry_etas: dict[str, int] = {}
+        self._sending = threading.local()
+        logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedValueFilter())
+
+    # Producer side ------------------------------------------------------------------
+
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        if delay is not None and message.message_id in self._attempts:
+            self._retry_etas[message.message_id] = message.options["eta"]
+            return
+        if message.options.get(TRACKED_OPTION):
+            return
+        # A plain actor.send(): the row is written before the message exists, and
+        # marked published once the broker confirmed it.
+        eta = message.options.get("eta")
+        run_at = datetime.fromtimestamp(eta / 1000, UTC) if eta else None
+        try:
+            with db.session_scope() as session:
+                insert_job_if_absent(session, message, run_at=run_at)
+        except Exception:
+            logger.warning(
+                "Could not record job %s; the worker will create its row.",
+                message.message_id,
+                exc_info=True,
+            )
+            return
+        message.options[TRACKED_OPTION] = True
+        self._pending_sends().add(message.message_id)
+
+    def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        pending = self._pending_sends()
+        if message.message_id in pending:
+            pending.discard(message.message_id)
+            mark_published([message.message_id])
+
+    def _pending_sends(self) -> set[str]:
+        pending: set[str] | None = getattr(self._sending, "ids", None)
+        if pending is None:
+            pending = self._sending.ids = set()
+        return pending
+
+    # Worker side --------------------------------------------------------------------
+
+    def after_process_boot(self, broker: Broker) -> None:
+        db.dispose()
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        redelivered = bool(getattr(message, "redelivered", False))
+        try:
+            attempt = run_in_transaction(
+                lambda session: self._start(session, message, redelivered),
+                give_up_after=load_settings().db_retry_seconds,
+            )
+        except (SkipMessage, TrackingUnavailable):
+            raise
+        except Exception as error:
+            raise TrackingUnavailable(
+                f"could not start job {message.message_id}: {error}"
+            ) from error
+        self._attempts[message.message_id] = attempt
+        # Retry copies of this message carry the attempt count they follow.
+        message.options[ATTEMPTS_OPTION] = attempt
+        message.options[TRACKED_OPTION] = True
+        enter_job(JobContext(id=message.message_id, attempt=attempt))
+
+    def _start(self, session: Session, message: MessageProxy, redelivered: bool) -> int:
+        job_id = message.message_id
+        row = session.execute(select(Job.state, Job.attempts).where(Job.id == job_id)).one_or_none()
+        if row is None:
+            insert_job_if_absent(session, message)
+            state, attempts = JobState.QUEUED, 0
+        else:
+            state, attempts = JobState(row.state), row.attempts
+        sent_after = attempts_made(message)
+
+        if state in (JobState.QUEUED, JobState.RETRYING) and sent_after == attempts:
+            kind = "started"
+        elif state is JobState.RUNNING and redelivered and sent_after == attempts - 1:
+            # The worker running it died before acking: RabbitMQ gave it to us again.
+            kind = "redelivered"
+        elif state is JobState.RUNNING and sent_after == attempts:
+            # The retry of the current attempt arrived before that attempt's outcome was
+            # committed (a backoff shorter than a commit): start it all the same.
+            kind = "superseded"
+        else:
+            logger.info(
+                "Skipping message %s: job is %s after %d attempt(s); message was sent after %d.",
+                job_id,
+                state.value,
+                attempts,
+                sent_after,
+            )
+            raise SkipMessage(f"duplicate message for job {job_id} ({state.value})")
+
+        me = worker_id()
+        done = transition(
+            session,
+            job_id,
+            JobState.RUNNING,
+            only_from=frozenset({state}),
+            attempt=attempts,
+            new_attempt=True,
+            values={"started_at": utcnow(), "worker_id": me, "finished_at": None},
+            kind=kind,
+            data={"worker_id": me, "redelivered": redelivered},
+        )
+        return done.attempts
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        # A middleware after this one skipped a message this one had started (AgeLimit
+        # for a message past its max_age, periodiq for a stale tick).
+        enter_job(None)
+        attempt = self._attempts.pop(message.message_id, None)
+        self._retry_etas.pop(message.message_id, None)
+        if attempt is None:
+            return
+        to_state = JobState.FAILED if message.failed else JobState.CANCELLED
+        values: dict[str, Any] = {"finished_at": utcnow()}
+        if message.failed:
+            values.update(error_type="Skipped", error_message="skipped by worker middleware")
+        self._record(message.message_id, attempt, to_state, values, {"reason": "skipped"})
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        enter_job(None)
+        attempt = self._attempts.pop(message.message_id, None)
+        eta = self._retry_etas.pop(message.message_id, None)
+        if attempt is None:
+            return  # The job never started here (skipped, or its start failed).
+        if exception is None:
+            to_state, values, data = JobState.SUCCEEDED, _success(result), None
+        elif message.failed:
+            to_state, values, data = JobState.FAILED, _failure(exception), _failure_data(exception)
+        else:
+            to_state, values, data = JobState.RETRYING, _retry(exception, message, eta), None
+
+        self._record(message.message_id, attempt, to_state, values, data)
+
+    def _record(
+        self,
+        job_id: str,
+        attempt: int,
+        to_state: JobState,
+        values: dict[str, Any],
+        data: dict[str, Any] | None,
+    ) -> None:
+        """Commit the outcome of ``attempt``."""
+
+        def record(session: Session) -> None:
+            transition(
+                session,
+                job_id,
+                to_state,
+                only_from=frozenset({JobState.RUNNING}),
+                attempt=attempt,
+                values=values,
+                data=data,
+            )
+
+        try:
+            # Waits for the database however long it takes: acking before the outcome
+            # is stored would lose it. A worker stopped meanwhile leaves the message
+            # unacked, so RabbitMQ delivers it again.
+            run_in_transaction(record, give_up_after=None)
+        except (StaleAttempt, InvalidTransition) as error:
+            logger.warning("Outcome of job %s not recorded: %s", job_id, error)
+
+
+def _error_fields(exception: BaseException) -> dict[str, Any]:
+    text = "".join(traceback.format_exception(exception))
+    return {
+        "error_type": type(exception).__name__,
+        "error_message": str(exception) or type(exception).__name__,
+        "error_traceback": text[-MAX_TRACEBACK:],
+    }
+
+
+def _success(result: Any) -> dict[str, Any]:
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError):
+        logger.warning("Result of type %s is not JSON; storing its repr.", type(result).__name__)
+        result = {"unserializable_result": repr(result)[:1000]}
+    return {
+        "result": result,
+        "progress": 100,
+        "finished_at": utcnow(),
+        "error_type": None,
+        "error_message": None,
+        "error_traceback": None,
+    }
+
+
+def _failure(exception: BaseException) -> dict[str, Any]:
+    return {**_error_fields(exception), "finished_at": utcnow()}
+
+
+def _failure_data(exception: BaseException) -> dict[str, Any]:
+    if isinstance(exception, PermanentError):
+        reason = "permanent"
+    elif isinstance(exception, TimeLimitExceeded):
+        reason = "timeout"
+    else:
+        reason = "retries_exhausted"
+    return {"reason": reason, "dead_lettered": True, "error_type": type(exception).__name__}
+
+
+def _retry(exception: BaseException, message: MessageProxy, eta: int | None) -> dict[str, Any]:
+    if eta is not None:
+        run_at, published_at = datetime.fromtimestamp(eta / 1000, UTC), utcnow()
+    else:
+        # Retries could not enqueue the retry (broker down); the relay publishes it.
+        logger.warning(
+            "Retry of job %s was not enqueued; the relay will publish it.", message.message_id
+        )
+        run_at, published_at = utcnow() + LOST_RETRY_DELAY, None
+    return {**_error_fields(exception), "run_at": run_at, "published_at": published_at}
