@@ -169,14 +169,18 @@ def _publish_after_commit(
     )
     if pending is None:
         pending = session.info[_OUTBOX_KEY] = []
-        event.listen(session, "after_commit", _flush_outbox)
-        event.listen(session, "after_rollback", _drop_outbox)
+        # The listeners stay for the session's life (removing one while SQLAlchemy
+        # dispatches the event is not allowed); with nothing pending they do nothing.
+        if not event.contains(session, "after_commit", _flush_outbox):
+            event.listen(session, "after_commit", _flush_outbox)
+            event.listen(session, "after_rollback", _drop_outbox)
     pending.append((broker, message))
 
 
 def _flush_outbox(session: Session) -> None:
-    pending: list[tuple[dramatiq.Broker, dramatiq.Message[Any]]] = session.info.pop(_OUTBOX_KEY, [])
-    _unlisten(session)
+    pending: list[tuple[dramatiq.Broker, dramatiq.Message[Any]]] = session.info.pop(
+        _OUTBOX_KEY, []
+    )
     by_broker: dict[int, tuple[dramatiq.Broker, list[dramatiq.Message[Any]]]] = {}
     for broker, message in pending:
         by_broker.setdefault(id(broker), (broker, []))[1].append(message)
@@ -186,14 +190,6 @@ def _flush_outbox(session: Session) -> None:
 
 def _drop_outbox(session: Session) -> None:
     session.info.pop(_OUTBOX_KEY, None)
-    _unlisten(session)
-
-
-def _unlisten(session: Session) -> None:
-    if event.contains(session, "after_commit", _flush_outbox):
-        event.remove(session, "after_commit", _flush_outbox)
-    if event.contains(session, "after_rollback", _drop_outbox):
-        event.remove(session, "after_rollback", _drop_outbox)
 
 
 def get_job(job_id: str, *, session: Session | None = None) -> Job:

@@ -102,7 +102,8 @@ class Relay(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-        self.join(timeout=self.settings.relay_interval + 5)
+        if self.is_alive():
+            self.join(timeout=self.settings.relay_interval + 5)
         try:
             with db.session_scope() as session:
                 leases.release(session, LEASE_NAME, self.holder)

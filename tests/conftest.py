@@ -1,0 +1,65 @@
+"""Shared fixtures: a fresh, migrated job database per test session (SQLite or PostgreSQL).
+
+``JOBSTACK_TEST_DB`` chooses the backend (``sqlite``, the default, or ``postgres``);
+tox runs the whole suite once on each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import delete
+
+from app import db, migrate
+from app.models import Job, JobEvent, Lease
+from tests.support.services import postgres_admin_url, reachable, require
+
+TEST_DATABASE = "jobstack_test"
+
+# Fast relay passes so that tests of the outbox see it act within a second. Set before
+# any worker boots (the relay reads its settings then).
+os.environ.setdefault("JOBSTACK_RELAY_INTERVAL", "0.2")
+os.environ.setdefault("JOBSTACK_RELAY_GRACE", "1")
+os.environ.setdefault("JOBSTACK_RELAY_LEASE", "3")
+os.environ.setdefault("JOBSTACK_DB_RETRY_SECONDS", "5")
+
+
+def _fresh_postgres_database() -> str:
+    admin_url = postgres_admin_url()
+    require(reachable(admin_url, 5432), f"PostgreSQL at {admin_url}")
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {TEST_DATABASE}")
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{TEST_DATABASE}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    backend = os.environ.get("JOBSTACK_TEST_DB", "sqlite")
+    if backend == "postgres":
+        url = _fresh_postgres_database()
+    elif backend == "sqlite":
+        path: Path = tmp_path_factory.mktemp("db") / "jobstack.db"
+        url = f"sqlite:///{path}"
+    else:
+        raise pytest.UsageError(f"JOBSTACK_TEST_DB must be sqlite or postgres, not {backend!r}")
+    # Subprocesses (the real CLIs) inherit the URL through the environment.
+    os.environ["JOBSTACK_DATABASE_URL"] = url
+    migrate.upgrade(url)
+    db.configure(url)
+    yield url
+    db.get_engine().dispose()
+
+
+@pytest.fixture
+def clean_db(database_url: str) -> Iterator[str]:
+    """The test database, emptied before the test."""
+    with db.session_scope() as session:
+        for model in (JobEvent, Job, Lease):
+            session.execute(delete(model))
+    yield database_url

@@ -1,0 +1,155 @@
+"""The tracking middleware on the stub broker: every state change is recorded."""
+
+from __future__ import annotations
+
+import dramatiq
+import pytest
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import SkipMessage
+
+from app.jobs import get_job, list_events, submit
+from app.messages import ATTEMPTS_OPTION, message_for
+from app.middleware.tracking import Tracking
+from app.states import JobState
+from tests.support.factories import make_job
+from tests.unit.conftest import StubActors
+
+
+def _drain(stub: StubActors) -> None:
+    stub.broker.join("default", fail_fast=False)
+
+
+def _transitions(job_id: str) -> list[tuple[str | None, str | None]]:
+    return [(e.from_state, e.to_state) for e in list_events(job_id) if e.kind != "progress"]
+
+
+def test_a_job_runs_to_succeeded_with_its_result(stub: StubActors, stub_worker: dramatiq.Worker) -> None:
+    job = submit(stub.echo, kwargs={"value": {"answer": 42}})
+    _drain(stub)
+
+    done = get_job(job.id)
+    assert done.state == "succeeded"
+    assert done.result == {"answer": 42}
+    assert done.attempts == 1
+    assert done.worker_id and done.started_at and done.finished_at
+    assert _transitions(job.id) == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
+
+
+def test_a_failing_job_is_retried_then_succeeds(stub: StubActors, stub_worker: dramatiq.Worker) -> None:
+    job = submit(stub.flaky, kwargs={"times": 1})
+    _drain(stub)
+
+    done = get_job(job.id)
+    assert (done.state, done.result, done.attempts) == ("succeeded", 2, 2)
+    assert _transitions(job.id) == [
+        (None, "queued"),
+        ("queued", "running"),
+        ("running", "retrying"),
+        ("retrying", "running"),
+        ("running", "succeeded"),
+    ]
+    retrying = [e for e in list_events(job.id) if e.to_state == "retrying"]
+    assert retrying[0].attempt == 1
+
+
+def test_a_job_that_keeps_failing_ends_failed_and_dead_lettered(
+    stub: StubActors, stub_worker: dramatiq.Worker
+) -> None:
+    job = submit(stub.flaky, kwargs={"times": 99})
+    _drain(stub)
+
+    done = get_job(job.id)
+    assert done.state == "failed"
+    assert done.attempts == 3  # the first attempt and max_retries=2 retries
+    assert done.error_type == "RuntimeError"
+    assert done.error_message == "attempt 3 fails"
+    assert "RuntimeError: attempt 3 fails" in (done.error_traceback or "")
+    assert [m.message_id for m in stub.broker.dead_letters] == [job.id]
+    assert list_events(job.id)[-1].data == {
+        "reason": "retries_exhausted",
+        "dead_lettered": True,
+        "error_type": "RuntimeError",
+    }
+
+
+def test_a_permanent_error_fails_at_once(stub: StubActors, stub_worker: dramatiq.Worker) -> None:
+    job = submit(stub.broken)
+    _drain(stub)
+
+    done = get_job(job.id)
+    assert (done.state, done.attempts, done.error_type) == ("failed", 1, "PermanentError")
+    assert [m.message_id for m in stub.broker.dead_letters] == [job.id]
+    assert list_events(job.id)[-1].data["reason"] == "permanent"  # type: ignore[index]
+
+
+def test_a_plain_actor_send_gets_a_row_too(stub: StubActors, stub_worker: dramatiq.Worker) -> None:
+    message = stub.echo.send("plain")
+    queued = get_job(message.message_id)
+    assert queued.published_at is not None
+
+    _drain(stub)
+    done = get_job(message.message_id)
+    assert (done.state, done.args, done.result) == ("succeeded", ["plain"], "plain")
+
+
+def test_a_second_publish_of_a_succeeded_job_does_not_run_it_again(
+    stub: StubActors, stub_worker: dramatiq.Worker
+) -> None:
+    job = submit(stub.counted)
+    _drain(stub)
+    finished = get_job(job.id)
+    events_before = len(list_events(job.id))
+
+    stub.broker.enqueue(message_for(finished))
+    _drain(stub)
+
+    assert stub.runs == [job.id]
+    assert get_job(job.id).attempts == 1
+    assert len(list_events(job.id)) == events_before
+
+
+class _Delivered(MessageProxy):
+    """A message as a broker hands it to a worker, with RabbitMQ's redelivered flag."""
+
+    def __init__(self, message: dramatiq.Message, redelivered: bool) -> None:  # type: ignore[type-arg]
+        super().__init__(message)
+        self.redelivered = redelivered
+
+
+def _deliver(stub: StubActors, job_id: str, sent_after: int, redelivered: bool) -> None:
+    message = stub.counted.message_with_options(**{ATTEMPTS_OPTION: sent_after})
+    message = message.copy(message_id=job_id)
+    tracking = next(m for m in stub.broker.middleware if isinstance(m, Tracking))
+    tracking.before_process_message(stub.broker, _Delivered(message, redelivered))
+
+
+def test_a_redelivery_after_a_worker_died_starts_a_new_attempt(stub: StubActors) -> None:
+    job_id = make_job(JobState.RUNNING, attempts=1)
+    _deliver(stub, job_id, sent_after=0, redelivered=True)
+
+    job = get_job(job_id)
+    assert (job.state, job.attempts) == ("running", 2)
+    assert list_events(job_id)[-1].kind == "redelivered"
+
+
+def test_a_duplicate_of_a_running_job_that_is_not_a_redelivery_is_skipped(stub: StubActors) -> None:
+    job_id = make_job(JobState.RUNNING, attempts=1)
+    with pytest.raises(SkipMessage):
+        _deliver(stub, job_id, sent_after=0, redelivered=False)
+    assert get_job(job_id).attempts == 1
+
+
+def test_a_stale_message_of_a_retrying_job_is_skipped(stub: StubActors) -> None:
+    job_id = make_job(JobState.RETRYING, attempts=2)
+    with pytest.raises(SkipMessage):
+        _deliver(stub, job_id, sent_after=0, redelivered=True)
+    _deliver(stub, job_id, sent_after=2, redelivered=False)
+    assert get_job(job_id).attempts == 3
+
+
+@pytest.mark.parametrize("state", [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
+def test_a_message_for_a_finished_job_is_skipped(stub: StubActors, state: JobState) -> None:
+    job_id = make_job(state, attempts=1)
+    with pytest.raises(SkipMessage):
+        _deliver(stub, job_id, sent_after=1, redelivered=False)
+    assert get_job(job_id).state == state.value
