@@ -7,6 +7,7 @@ after fork so that no pooled connection is shared between processes.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _lock = threading.Lock()
 _engine: Engine | None = None
 _sessions: sessionmaker[Session] | None = None
+_engine_pid: int | None = None
 
 
 def _prepare_sqlite(engine: Engine) -> None:
@@ -63,11 +65,12 @@ def build_engine(url: str) -> Engine:
 
 def configure(url: str | None = None) -> Engine:
     """(Re)build the process's engine, from ``url`` or from the settings."""
-    global _engine, _sessions
+    global _engine, _sessions, _engine_pid
     with _lock:
         if _engine is not None:
             _engine.dispose()
         _engine = build_engine(url or load_settings().database_url)
+        _engine_pid = os.getpid()
         _sessions = sessionmaker(_engine, expire_on_commit=False)
         return _engine
 
@@ -102,7 +105,12 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
-def dispose() -> None:
-    """Drop pooled connections, e.g. in a freshly forked process."""
-    if _engine is not None:
+def dispose_after_fork() -> None:
+    """In a forked child, forget the parent's pooled connections without closing them.
+
+    Closing them would close the parent's sockets too; the child opens its own.
+    """
+    global _engine_pid
+    if _engine is not None and _engine_pid != os.getpid():
         _engine.dispose(close=False)
+        _engine_pid = os.getpid()

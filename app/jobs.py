@@ -178,9 +178,7 @@ def _publish_after_commit(
 
 
 def _flush_outbox(session: Session) -> None:
-    pending: list[tuple[dramatiq.Broker, dramatiq.Message[Any]]] = session.info.pop(
-        _OUTBOX_KEY, []
-    )
+    pending: list[tuple[dramatiq.Broker, dramatiq.Message[Any]]] = session.info.pop(_OUTBOX_KEY, [])
     by_broker: dict[int, tuple[dramatiq.Broker, list[dramatiq.Message[Any]]]] = {}
     for broker, message in pending:
         by_broker.setdefault(id(broker), (broker, []))[1].append(message)

@@ -137,7 +137,7 @@ class Tracking(Middleware):
     # Worker side --------------------------------------------------------------------
 
     def after_process_boot(self, broker: Broker) -> None:
-        db.dispose()
+        db.dispose_after_fork()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         redelivered = bool(getattr(message, "redelivered", False))

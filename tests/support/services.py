@@ -29,7 +29,9 @@ def reachable(url: str, default_port: int) -> bool:
     """Whether something accepts TCP connections at ``url``'s host and port."""
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             return True
     except OSError:
         return False

@@ -14,6 +14,7 @@ from dramatiq.brokers.stub import StubBroker
 from app.broker import build_middleware
 from app.context import current_job
 from app.errors import PermanentError
+from tests.support.workers import running_worker
 
 
 @dataclass
@@ -37,7 +38,9 @@ def stub(clean_db: str) -> Iterator[StubActors]:
     def echo(value: Any) -> Any:
         return value
 
-    @dramatiq.actor(broker=broker, actor_name="t.flaky", max_retries=2, min_backoff=10, max_backoff=20)
+    @dramatiq.actor(
+        broker=broker, actor_name="t.flaky", max_retries=2, min_backoff=10, max_backoff=20
+    )
     def flaky(times: int) -> int:
         attempt = current_job().attempt
         if attempt <= times:
@@ -59,7 +62,5 @@ def stub(clean_db: str) -> Iterator[StubActors]:
 
 @pytest.fixture
 def stub_worker(stub: StubActors) -> Iterator[dramatiq.Worker]:
-    worker = dramatiq.Worker(stub.broker, worker_timeout=50, worker_threads=2)
-    worker.start()
-    yield worker
-    worker.stop()
+    with running_worker(stub.broker, threads=2) as worker:
+        yield worker

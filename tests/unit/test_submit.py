@@ -100,7 +100,9 @@ def test_the_same_idempotency_key_returns_the_same_job(stub: StubActors) -> None
     ],
 )
 def test_bad_submissions_are_refused_with_what_was_wrong(
-    stub: StubActors, kwargs: dict, message: str  # type: ignore[type-arg]
+    stub: StubActors,
+    kwargs: dict,
+    message: str,  # type: ignore[type-arg]
 ) -> None:
     with pytest.raises(SubmitError, match=message):
         submit(stub.echo, **kwargs)

@@ -23,7 +23,9 @@ def _transitions(job_id: str) -> list[tuple[str | None, str | None]]:
     return [(e.from_state, e.to_state) for e in list_events(job_id) if e.kind != "progress"]
 
 
-def test_a_job_runs_to_succeeded_with_its_result(stub: StubActors, stub_worker: dramatiq.Worker) -> None:
+def test_a_job_runs_to_succeeded_with_its_result(
+    stub: StubActors, stub_worker: dramatiq.Worker
+) -> None:
     job = submit(stub.echo, kwargs={"value": {"answer": 42}})
     _drain(stub)
 
@@ -32,10 +34,16 @@ def test_a_job_runs_to_succeeded_with_its_result(stub: StubActors, stub_worker: 
     assert done.result == {"answer": 42}
     assert done.attempts == 1
     assert done.worker_id and done.started_at and done.finished_at
-    assert _transitions(job.id) == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
+    assert _transitions(job.id) == [
+        (None, "queued"),
+        ("queued", "running"),
+        ("running", "succeeded"),
+    ]
 
 
-def test_a_failing_job_is_retried_then_succeeds(stub: StubActors, stub_worker: dramatiq.Worker) -> None:
+def test_a_failing_job_is_retried_then_succeeds(
+    stub: StubActors, stub_worker: dramatiq.Worker
+) -> None:
     job = submit(stub.flaky, kwargs={"times": 1})
     _drain(stub)
 

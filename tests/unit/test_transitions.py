@@ -38,7 +38,7 @@ def test_the_transition_table_is_the_designed_one() -> None:
     }
     assert ALLOWED_TRANSITIONS[JobState.SUCCEEDED] == frozenset()
     assert all(not is_allowed(JobState.SUCCEEDED, state) for state in JobState)
-    assert TERMINAL_STATES == {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+    assert {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED} == TERMINAL_STATES
 
 
 @pytest.mark.parametrize(("from_state", "to_state"), ALLOWED, ids=lambda s: s.value)

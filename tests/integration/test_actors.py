@@ -1,0 +1,29 @@
+"""Actors that only the integration tests use, declared on jobstack's broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+
+import app.broker  # noqa: F401  (the broker must exist before actors are declared)
+from app.context import current_job
+
+RUNS: list[str] = []
+_lock = threading.Lock()
+
+
+@dramatiq.actor(actor_name="tests.counted")
+def counted() -> None:
+    """Counts its executions in this process."""
+    with _lock:
+        RUNS.append(current_job().id)
+
+
+@dramatiq.actor(actor_name="tests.slow", time_limit=500, max_retries=0)
+def slow(seconds: float) -> None:
+    """Runs past its 0.5 s time limit when ``seconds`` is larger."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
