@@ -110,5 +110,5 @@ def test_bad_submissions_are_refused_with_what_was_wrong(
 
 
 def test_an_unknown_actor_name_is_refused() -> None:
-    with pytest.raises(UnknownActor, match="no actor named 'nope.nothing'"):
+    with pytest.raises(UnknownActor, match=r"no actor named 'nope\.nothing'"):
         submit("nope.nothing")

@@ -1,0 +1,101 @@
+"""The real ``dramatiq actors`` and ``jobstack`` CLIs, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from actors import diagnostics
+from app.jobs import get_job, list_events, submit
+from app.states import JobState
+from tests.acceptance.conftest import WorkerProcess, jobstack
+from tests.support.waiting import wait_for_state
+
+
+def test_the_dramatiq_cli_processes_submitted_jobs(
+    start_worker: Callable[[], WorkerProcess],
+) -> None:
+    start_worker()
+    jobs = [submit(diagnostics.echo, kwargs={"value": n}) for n in range(20)]
+
+    results = [wait_for_state(job.id, timeout=30) for job in jobs]
+    assert [(job.state, job.result) for job in results] == [("succeeded", n) for n in range(20)]
+    assert all(job.worker_id and ":" in job.worker_id for job in results)
+
+
+def test_jobstack_submit_wait_prints_the_finished_job(
+    start_worker: Callable[[], WorkerProcess],
+) -> None:
+    start_worker()
+    done = jobstack(
+        "submit",
+        "diagnostics.echo",
+        "--kwargs",
+        '{"value": {"ok": true}}',
+        "--wait",
+        "--timeout",
+        "30",
+    )
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert (job["state"], job["result"], job["attempts"]) == ("succeeded", {"ok": True}, 1)
+
+    shown = jobstack("jobs", "show", job["id"], "--events")
+    assert [e["to_state"] for e in json.loads(shown.stdout)["events"]] == [
+        "queued",
+        "running",
+        "succeeded",
+    ]
+    listed = jobstack("jobs", "list", "--state", "succeeded")
+    assert job["id"] in listed.stdout
+
+
+def test_jobstack_submit_wait_exits_1_for_a_failed_job(
+    start_worker: Callable[[], WorkerProcess],
+) -> None:
+    start_worker()
+    done = jobstack(
+        "submit", "diagnostics.fail", "--kwargs", '{"times": 1, "permanent": true}', "--wait"
+    )
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["error_type"] == "PermanentError"
+
+
+def test_bad_cli_input_is_refused_with_what_was_wrong(clean_db: str) -> None:
+    bad_json = jobstack("submit", "diagnostics.echo", "--kwargs", "{value: 1}")
+    assert bad_json.returncode == 2
+    assert "--kwargs" in bad_json.stderr and "not valid JSON" in bad_json.stderr
+
+    unknown = jobstack("submit", "diagnostics.nope")
+    assert unknown.returncode == 1
+    assert "no actor named 'diagnostics.nope'" in unknown.stderr
+
+    missing = jobstack("jobs", "show", "no-such-id")
+    assert missing.returncode == 1 and "no job with id no-such-id" in missing.stderr
+
+
+def test_a_job_whose_worker_is_killed_completes_on_a_new_worker_as_attempt_2(
+    start_worker: Callable[[], WorkerProcess],
+) -> None:
+    first = start_worker()
+    job = submit(diagnostics.sleep, kwargs={"seconds": 3})
+    wait_for_state(job.id, {JobState.RUNNING}, timeout=20)
+
+    first.kill()
+    assert get_job(job.id).state == "running"  # Nobody recorded an outcome.
+
+    start_worker()
+    done = wait_for_state(job.id, timeout=30)
+    assert (done.state, done.attempts, done.result) == ("succeeded", 2, 3)
+    kinds = [e.kind for e in list_events(job.id) if e.kind != "progress"]
+    assert kinds == ["created", "started", "redelivered", "transition"]
+
+
+def test_db_upgrade_creates_the_schema_in_a_new_database(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    done = jobstack("db", "upgrade", env={"JOBSTACK_DATABASE_URL": f"sqlite:///{path}"})
+    assert done.returncode == 0, done.stderr
+    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert {"jobs", "job_events", "leases", "alembic_version"} <= tables
