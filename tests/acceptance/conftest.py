@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_settings
-from tests.support.services import reachable, require
+from tests.support.rabbit import purge, real_broker
 from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
@@ -55,14 +54,7 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(clean_db: str, tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
-    settings = load_settings()
-    require(reachable(settings.broker_url, 5672), f"RabbitMQ at {settings.broker_url}")
-    import actors  # noqa: F401
-    from app.broker import broker
-
-    for queue in broker.get_declared_queues():
-        broker.declare_queue(queue, ensure=True)
-    broker.flush_all()
+    purge(real_broker())
     started: list[WorkerProcess] = []
 
     def start() -> WorkerProcess:

@@ -21,7 +21,7 @@ UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/%2F"
 
 
 def _dead_letter_ids(broker: RabbitmqBroker, queue: str = "default") -> list[str]:
-    ids = []
+    ids: list[str] = []
     while True:
         method, _properties, body = broker.channel.basic_get(f"{queue}.XQ", auto_ack=True)
         if method is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -11,6 +11,7 @@ from app.errors import SubmitError, UnknownActor
 from app.jobs import get_job, list_events, submit
 from app.messages import ATTEMPTS_OPTION
 from app.states import JobState
+from app.timeutil import utcnow
 from tests.unit.conftest import StubActors
 
 
@@ -95,14 +96,16 @@ def test_the_same_idempotency_key_returns_the_same_job(stub: StubActors) -> None
     ("kwargs", "message"),
     [
         ({"priority": 10}, "priority must be between 0 and 9"),
-        ({"delay": 5, "run_at": None, "max_retries": -1}, "max_retries must not be negative"),
+        ({"max_retries": -1}, "max_retries must not be negative"),
+        ({"delay": 5, "run_at": utcnow()}, "give delay or run_at, not both"),
+        ({"run_at": datetime(2030, 1, 1)}, "run_at must be timezone-aware"),
         ({"args": [object()]}, "args must be JSON-serializable"),
     ],
 )
 def test_bad_submissions_are_refused_with_what_was_wrong(
     stub: StubActors,
-    kwargs: dict,
-    message: str,  # type: ignore[type-arg]
+    kwargs: dict[str, Any],
+    message: str,
 ) -> None:
     with pytest.raises(SubmitError, match=message):
         submit(stub.echo, **kwargs)

@@ -125,8 +125,7 @@ class _Delivered(MessageProxy):
 
 
 def _deliver(stub: StubActors, job_id: str, sent_after: int, redelivered: bool) -> None:
-    message = stub.counted.message_with_options(**{ATTEMPTS_OPTION: sent_after})
-    message = message.copy(message_id=job_id)
+    message = stub.counted.message().copy(message_id=job_id, options={ATTEMPTS_OPTION: sent_after})
     tracking = next(m for m in stub.broker.middleware if isinstance(m, Tracking))
     tracking.before_process_message(stub.broker, _Delivered(message, redelivered))
 

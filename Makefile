@@ -1,0 +1,34 @@
+# jobstack: `make run` starts the stack, `make test` runs the test matrix.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test services lint typing clean
+
+install: $(VENV)/.installed
+
+# Re-installs only when the package metadata changes (the install is editable).
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jobstack needs Python 3.11 or newer (PYTHON=$(PYTHON))")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
+run: install
+	infra/scripts/ensure-services rabbitmq
+	$(BIN)/jobstack db upgrade
+	$(BIN)/jobstack up
+
+test: install
+	infra/scripts/ensure-services rabbitmq postgres
+	$(BIN)/tox
+
+lint: install
+	$(BIN)/tox -e lint
+
+typing: install
+	$(BIN)/tox -e typing
+
+clean:
+	rm -rf $(VENV) .tox var .mypy_cache .ruff_cache .pytest_cache *.egg-info
