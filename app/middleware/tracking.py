@@ -90,18 +90,17 @@ class Tracking(Middleware):
     """Gives every message a job row and records queued → running → outcome."""
 
     def __init__(self) -> None:
-        # Attempt numbers of the messages this process's worker threads are running,
-        # and the eta of the retry that Retries enqueued for one of them.
-        self._attempts: dict[str, int] = {}
-        self._retry_etas: dict[str, int] = {}
-        self._sending = threading.local()
+        # Per thread: the attempt this worker thread started (every hook of one message
+        # runs in the thread that processes it), the eta of the retry Retries enqueued
+        # for it, and the ids of plain sends waiting for the broker's confirm.
+        self._local = threading.local()
         logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedValueFilter())
 
     # Producer side ------------------------------------------------------------------
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
-        if delay is not None and message.message_id in self._attempts:
-            self._retry_etas[message.message_id] = message.options["eta"]
+        if delay is not None and self._running_id() == message.message_id:
+            self._local.retry_eta = message.options["eta"]
             return
         if message.options.get(TRACKED_OPTION):
             return
@@ -129,10 +128,22 @@ class Tracking(Middleware):
             mark_published([message.message_id])
 
     def _pending_sends(self) -> set[str]:
-        pending: set[str] | None = getattr(self._sending, "ids", None)
+        pending: set[str] | None = getattr(self._local, "sends", None)
         if pending is None:
-            pending = self._sending.ids = set()
+            pending = self._local.sends = set()
         return pending
+
+    def _running_id(self) -> str | None:
+        running: tuple[str, int] | None = getattr(self._local, "running", None)
+        return running[0] if running else None
+
+    def _finish(self) -> tuple[int | None, int | None]:
+        """Forget this thread's attempt; returns it and its retry's eta."""
+        running: tuple[str, int] | None = getattr(self._local, "running", None)
+        eta: int | None = getattr(self._local, "retry_eta", None)
+        self._local.running = self._local.retry_eta = None
+        enter_job(None)
+        return (running[1] if running else None), eta
 
     # Worker side --------------------------------------------------------------------
 
@@ -152,7 +163,8 @@ class Tracking(Middleware):
             raise TrackingUnavailable(
                 f"could not start job {message.message_id}: {error}"
             ) from error
-        self._attempts[message.message_id] = attempt
+        self._local.running = (message.message_id, attempt)
+        self._local.retry_eta = None
         # Retry copies of this message carry the attempt count they follow.
         message.options[ATTEMPTS_OPTION] = attempt
         message.options[TRACKED_OPTION] = True
@@ -204,11 +216,9 @@ class Tracking(Middleware):
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         # A middleware after this one skipped a message this one had started (AgeLimit
         # for a message past its max_age, periodiq for a stale tick).
-        enter_job(None)
-        attempt = self._attempts.pop(message.message_id, None)
-        self._retry_etas.pop(message.message_id, None)
+        attempt, _eta = self._finish()
         if attempt is None:
-            return
+            return  # Skipped by this middleware: it started nothing.
         to_state = JobState.FAILED if message.failed else JobState.CANCELLED
         values: dict[str, Any] = {"finished_at": utcnow()}
         if message.failed:
@@ -223,9 +233,7 @@ class Tracking(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        enter_job(None)
-        attempt = self._attempts.pop(message.message_id, None)
-        eta = self._retry_etas.pop(message.message_id, None)
+        attempt, eta = self._finish()
         if attempt is None:
             return  # The job never started here (skipped, or its start failed).
         if exception is None:

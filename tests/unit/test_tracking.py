@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import dramatiq
 import pytest
 from dramatiq.broker import MessageProxy
@@ -160,3 +162,27 @@ def test_a_message_for_a_finished_job_is_skipped(stub: StubActors, state: JobSta
     with pytest.raises(SkipMessage):
         _deliver(stub, job_id, sent_after=1, redelivered=False)
     assert get_job(job_id).state == state.value
+
+
+def test_a_duplicate_skipped_in_another_thread_leaves_the_running_attempt_alone(
+    stub: StubActors,
+) -> None:
+    """Both deliveries of one message in one process: the skip must not erase the run."""
+    job = submit(stub.counted)
+    tracking = next(m for m in stub.broker.middleware if isinstance(m, Tracking))
+    original = _Delivered(message_for(get_job(job.id)), redelivered=False)
+    duplicate = _Delivered(message_for(get_job(job.id)), redelivered=False)
+    tracking.before_process_message(stub.broker, original)
+
+    def deliver_duplicate() -> None:
+        with pytest.raises(SkipMessage):
+            tracking.before_process_message(stub.broker, duplicate)
+        tracking.after_skip_message(stub.broker, duplicate)
+
+    other = threading.Thread(target=deliver_duplicate)
+    other.start()
+    other.join()
+    tracking.after_process_message(stub.broker, original, result="done")
+
+    finished = get_job(job.id)
+    assert (finished.state, finished.result, finished.attempts) == ("succeeded", "done", 1)
