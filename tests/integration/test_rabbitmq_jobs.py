@@ -44,7 +44,9 @@ def test_progress_reports_reach_the_job_row(worker: dramatiq.Worker) -> None:
 
     done = wait_for_state(job.id)
     progress = [e.data["percent"] for e in list_events(job.id) if e.kind == "progress"]  # type: ignore[index]
-    assert progress[0] == 0 and 0 < progress[-1] < 100 and len(progress) == 3
+    # One report a second, from 0%: at least two in 2.2 s, rising.
+    assert progress[0] == 0 and len(progress) >= 2
+    assert progress == sorted(progress) and 0 < progress[-1] < 100
     assert (done.state, done.progress) == ("succeeded", 100)
 
 
