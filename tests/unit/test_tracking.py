@@ -7,13 +7,14 @@ import threading
 import dramatiq
 import pytest
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import SkipMessage
+from dramatiq.middleware import Middleware, SkipMessage
 
 from app.jobs import get_job, list_events, submit
 from app.messages import ATTEMPTS_OPTION, message_for
 from app.middleware.tracking import Tracking
 from app.states import JobState
 from tests.support.factories import make_job
+from tests.support.workers import running_worker
 from tests.unit.conftest import StubActors
 
 
@@ -186,3 +187,30 @@ def test_a_duplicate_skipped_in_another_thread_leaves_the_running_attempt_alone(
 
     finished = get_job(job.id)
     assert (finished.state, finished.result, finished.attempts) == ("succeeded", "done", 1)
+
+
+class _AckSpy(Middleware):
+    """Reads the job's committed state, from another session, as Dramatiq acks or nacks."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def before_ack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.seen.append(("ack", get_job(message.message_id).state))
+
+    def before_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.seen.append(("nack", get_job(message.message_id).state))
+
+
+def test_the_new_state_is_committed_before_the_message_is_acked_or_nacked(
+    stub: StubActors,
+) -> None:
+    spy = _AckSpy()
+    stub.broker.add_middleware(spy)
+    with running_worker(stub.broker, threads=1):
+        submit(stub.echo, kwargs={"value": 1})
+        stub.broker.join("default", fail_fast=False)
+        submit(stub.broken)
+        stub.broker.join("default", fail_fast=False)
+
+    assert spy.seen == [("ack", "succeeded"), ("nack", "failed")]
