@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import dramatiq
+from marshmallow import Schema, fields, validate
 
 from app.context import current_job
 from app.errors import PermanentError
@@ -15,18 +16,35 @@ FAST_MIN_BACKOFF_MS = 200
 FAST_MAX_BACKOFF_MS = 2_000
 
 
-@dramatiq.actor(actor_name="diagnostics.noop")
+class NoArgs(Schema):
+    pass
+
+
+class EchoArgs(Schema):
+    value = fields.Raw(required=True, allow_none=True)
+
+
+class SleepArgs(Schema):
+    seconds = fields.Float(required=True, validate=validate.Range(0, 3600))
+
+
+class FailArgs(Schema):
+    times = fields.Integer(required=True, validate=validate.Range(0, 1000))
+    permanent = fields.Boolean()
+
+
+@dramatiq.actor(actor_name="diagnostics.noop", public=True, schema=NoArgs)
 def noop() -> None:
     """Do nothing: measures the platform's own cost per job."""
 
 
-@dramatiq.actor(actor_name="diagnostics.echo")
+@dramatiq.actor(actor_name="diagnostics.echo", public=True, schema=EchoArgs)
 def echo(value: Any) -> Any:
     """Return ``value``, which becomes the job's result."""
     return value
 
 
-@dramatiq.actor(actor_name="diagnostics.sleep")
+@dramatiq.actor(actor_name="diagnostics.sleep", public=True, schema=SleepArgs)
 def sleep(seconds: float) -> float:
     """Sleep ``seconds``, reporting progress every second; returns the seconds slept."""
     job = current_job()
@@ -39,6 +57,8 @@ def sleep(seconds: float) -> float:
 
 @dramatiq.actor(
     actor_name="diagnostics.fail",
+    public=True,
+    schema=FailArgs,
     min_backoff=FAST_MIN_BACKOFF_MS,
     max_backoff=FAST_MAX_BACKOFF_MS,
 )

@@ -1,32 +1,52 @@
-"""The Flask application factory. The REST API (v1) is built on it in a later release."""
+"""The REST API: ``create_app()`` builds it (``gunicorn "api:create_app()"``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify
-from sqlalchemy import text
+from flask import Flask, request
+from flask_smorest import abort
 
-from app import db
+from app.config import load_settings
+
+OPENAPI_CONFIG = {
+    "API_TITLE": "jobstack",
+    "API_VERSION": "v1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "/docs",
+    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    "API_SPEC_OPTIONS": {
+        "security": [{"bearerAuth": []}],
+        "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+    },
+}
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the API application; ``config`` overrides Flask settings (for tests)."""
-    flask_app = Flask(__name__)
-    if config:
-        flask_app.config.update(config)
+    """Build the API; ``config`` overrides Flask settings (tests)."""
+    import actors  # noqa: F401  (the API submits to the actors registered on the broker)
+    from api import catalog, correlation, events, health, jobs
+    from api.errors import JobstackApi, register_domain_errors
 
-    @flask_app.get("/healthz")
-    def healthz() -> Any:
-        return jsonify(status="ok")
+    app = Flask(__name__)
+    app.config.update(OPENAPI_CONFIG)
+    app.config["MAX_CONTENT_LENGTH"] = load_settings().api_max_body_bytes
+    app.config.update(config or {})
 
-    @flask_app.get("/readyz")
-    def readyz() -> Any:
-        try:
-            with db.session_scope() as session:
-                session.execute(text("SELECT 1"))
-        except Exception as error:
-            return jsonify(status="unavailable", database=str(error)), 503
-        return jsonify(status="ok", database="ok")
+    api = JobstackApi(app)
+    register_domain_errors(app)
+    correlation.init_app(app)
 
-    return flask_app
+    @app.before_request
+    def _json_bodies_only() -> None:
+        has_body = bool(request.content_length) or "chunked" in request.headers.get(
+            "Transfer-Encoding", ""
+        )
+        if request.method in {"POST", "PUT", "PATCH"} and has_body and not request.is_json:
+            abort(415, message="send the body as JSON with 'Content-Type: application/json'")
+
+    for blueprint in (jobs.blp, events.blp, catalog.blp, health.blp):
+        api.register_blueprint(blueprint)
+    return app

@@ -24,6 +24,8 @@ from periodiq import PeriodiqMiddleware
 
 from app.config import Settings, load_settings
 from app.jobs import MAX_PRIORITY
+from app.middleware.actor_options import JobstackActorOptions
+from app.middleware.job_logging import JobLogging
 from app.middleware.relay import OutboxRelay
 from app.middleware.retries import JobRetries
 from app.middleware.tracking import Tracking
@@ -48,6 +50,8 @@ def build_middleware() -> list[Middleware]:
         Callbacks(),
         Pipelines(),
         PeriodiqMiddleware(skip_delay=30),
+        JobstackActorOptions(),
+        JobLogging(),
         OutboxRelay(),
         JobRetries(),
     ]

@@ -53,8 +53,17 @@ class Settings:
     db_retry_seconds: float = 30.0
     """How long a worker keeps retrying a database write before giving up on a message."""
 
+    api_max_body_bytes: int = 1_048_576
+    """Largest request body the REST API accepts; larger ones get 413."""
+
+    sse_max_seconds: float = 600.0
+    """Longest an event stream stays open; clients resume with Last-Event-ID."""
+
     log_level: str = "INFO"
     """Log level of jobstack's processes."""
+
+    log_format: str = "json"
+    """``json`` (one object per line, with job_id and correlation_id) or ``text``."""
 
 
 def _parse(raw: str, kind: Any, name: str) -> Any:

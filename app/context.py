@@ -15,6 +15,7 @@ class JobContext:
 
     id: str
     attempt: int
+    correlation_id: str | None = None
 
     def progress(self, percent: int, message: str | None = None) -> None:
         """Record progress (0–100) and an optional message; visible on the job at once."""
@@ -39,6 +40,11 @@ def current_job() -> JobContext:
     if job is None:
         raise RuntimeError("current_job() is only available inside a running tracked actor")
     return job
+
+
+def current_job_or_none() -> JobContext | None:
+    """The job this thread runs, or None (for log filters)."""
+    return _current.get()
 
 
 def enter_job(job: JobContext | None) -> None:

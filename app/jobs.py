@@ -33,6 +33,9 @@ __all__ = ["JobContext", "current_job", "get_job", "list_events", "list_jobs", "
 #: Highest per-job priority; queues are declared with ``x-max-priority`` equal to it.
 MAX_PRIORITY = 9
 
+#: Tenant of jobs submitted without one (from Python code, the CLI, plain sends).
+DEFAULT_TENANT = "default"
+
 _OUTBOX_KEY = "jobstack_outbox"
 
 
@@ -79,6 +82,10 @@ def submit(
     idempotency_key: str | None = None,
     max_retries: int | None = None,
     session: Session | None = None,
+    tenant: str = DEFAULT_TENANT,
+    correlation_id: str | None = None,
+    callback_url: str | None = None,
+    request_fingerprint: str | None = None,
 ) -> Job:
     """Create a durable job for ``actor`` and publish it once its row is committed.
 
@@ -86,7 +93,8 @@ def submit(
     datetime. A job due later is ``scheduled`` and published by the relay when due.
     With ``session`` the job joins the caller's transaction and is published after the
     caller commits; without, it is committed here. With ``idempotency_key``, a job
-    already submitted under that key is returned instead of a new one.
+    already submitted under that key (in ``tenant``) is returned instead of a new one;
+    its ``request_fingerprint`` tells the caller whether it came from the same request.
     """
     resolved = resolve_actor(actor)
     kwargs = dict(kwargs or {})
@@ -117,7 +125,10 @@ def submit(
         else resolved.options.get("max_retries", DEFAULT_MAX_RETRIES),
         progress=0,
         idempotency_key=idempotency_key,
-        tenant="default",
+        request_fingerprint=request_fingerprint,
+        correlation_id=correlation_id,
+        callback_url=callback_url,
+        tenant=tenant,
         created_at=now,
         updated_at=now,
         run_at=due,
@@ -129,19 +140,19 @@ def submit(
     active = session if session is not None else db.new_session()
     try:
         if idempotency_key is not None:
-            existing = _find_by_key(active, idempotency_key)
+            existing = _find_by_key(active, tenant, idempotency_key)
             if existing is not None:
                 return existing
         try:
             with active.begin_nested():
                 active.add_all([job, created])
         except IntegrityError:
-            existing = _find_by_key(active, idempotency_key) if idempotency_key else None
+            existing = _find_by_key(active, tenant, idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
             return existing
         if state is JobState.QUEUED:
-            _publish_after_commit(active, resolved.broker, message_for(job))
+            publish_after_commit(active, resolved.broker, message_for(job))
         if own_session:
             active.commit()
     finally:
@@ -150,13 +161,19 @@ def submit(
     return job
 
 
-def _find_by_key(session: Session, key: str) -> Job | None:
+def find_by_idempotency_key(tenant: str, key: str) -> Job | None:
+    """The job ``tenant`` submitted under idempotency ``key``, if any."""
+    with db.session_scope() as session:
+        return _find_by_key(session, tenant, key)
+
+
+def _find_by_key(session: Session, tenant: str, key: str) -> Job | None:
     return session.scalars(
-        select(Job).where(Job.tenant == "default", Job.idempotency_key == key)
+        select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
     ).one_or_none()
 
 
-def _publish_after_commit(
+def publish_after_commit(
     session: Session, broker: dramatiq.Broker, message: dramatiq.Message[Any]
 ) -> None:
     """Queue ``message`` for publishing when ``session``'s transaction commits.
@@ -190,14 +207,17 @@ def _drop_outbox(session: Session) -> None:
     session.info.pop(_OUTBOX_KEY, None)
 
 
-def get_job(job_id: str, *, session: Session | None = None) -> Job:
-    """The job with that id; raises :class:`JobNotFound`."""
+def get_job(job_id: str, *, tenant: str | None = None, session: Session | None = None) -> Job:
+    """The job with that id (in ``tenant``, when given); raises :class:`JobNotFound`.
+
+    Another tenant's job is reported missing, never forbidden: that would confirm it exists.
+    """
     if session is not None:
         job = session.get(Job, job_id)
     else:
         with db.session_scope() as own:
             job = own.get(Job, job_id)
-    if job is None:
+    if job is None or (tenant is not None and job.tenant != tenant):
         raise JobNotFound(f"no job with id {job_id}")
     return job
 

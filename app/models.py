@@ -81,6 +81,10 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_traceback: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # SHA-256 of the request that created the job under its idempotency key, so a reuse
+    # of the key with another request can be told apart from a replay.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    callback_url: Mapped[str | None] = mapped_column(Text)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     tenant: Mapped[str] = mapped_column(String(64), default="default")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -96,6 +100,7 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key"),
         Index("ix_jobs_state_created_at", "state", "created_at"),
+        Index("ix_jobs_tenant_created_at", "tenant", "created_at", "id"),
         Index("ix_jobs_actor", "actor"),
         Index("ix_jobs_correlation_id", "correlation_id"),
         # The relay's scan: only rows still waiting to be published are indexed.
@@ -148,6 +153,24 @@ class JobEvent(Base):
             "attempt": self.attempt,
             "data": self.data,
         }
+
+
+class ApiToken(Base):
+    """A bearer token of the REST API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split(","))
 
 
 class Lease(Base):

@@ -26,6 +26,8 @@ os.environ.setdefault("JOBSTACK_RELAY_INTERVAL", "0.2")
 os.environ.setdefault("JOBSTACK_RELAY_GRACE", "1")
 os.environ.setdefault("JOBSTACK_RELAY_LEASE", "3")
 os.environ.setdefault("JOBSTACK_DB_RETRY_SECONDS", "5")
+# In-process workers must not reformat pytest's own log handlers.
+os.environ.setdefault("JOBSTACK_LOG_FORMAT", "text")
 
 
 def _fresh_postgres_database() -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from app.cli.api import api_command
 from app.cli.db import db_group
 from app.cli.jobs import jobs_group, submit_command
+from app.cli.tokens import tokens_group
 from app.cli.up import up_command
 from app.logs import configure_logging
 
@@ -20,3 +22,5 @@ main.add_command(db_group)
 main.add_command(submit_command)
 main.add_command(jobs_group)
 main.add_command(up_command)
+main.add_command(tokens_group)
+main.add_command(api_command)

@@ -13,7 +13,7 @@ import click
 def _processes(bind: str, worker_processes: int, worker_threads: int) -> dict[str, list[str]]:
     python = sys.executable
     processes = {
-        "api": [python, "-m", "gunicorn", "--bind", bind, "--threads", "4", "api:create_app()"],
+        "api": [python, "-m", "app.cli", "api", "--bind", bind],
         "worker": [
             python,
             "-m",

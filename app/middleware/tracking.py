@@ -168,7 +168,13 @@ class Tracking(Middleware):
         # Retry copies of this message carry the attempt count they follow.
         message.options[ATTEMPTS_OPTION] = attempt
         message.options[TRACKED_OPTION] = True
-        enter_job(JobContext(id=message.message_id, attempt=attempt))
+        enter_job(
+            JobContext(
+                id=message.message_id,
+                attempt=attempt,
+                correlation_id=message.options.get("correlation_id"),
+            )
+        )
 
     def _start(self, session: Session, message: MessageProxy, redelivered: bool) -> int:
         job_id = message.message_id

@@ -1,0 +1,184 @@
+"""/v1/jobs: submit (one or a batch), read, list, cancel, retry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from flask import request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema
+from sqlalchemy import and_, or_, select
+
+from api.auth import authorize, tenant_filter
+from api.correlation import correlation_id
+from api.pagination import decode_cursor, encode_cursor
+from api.schemas import (
+    JobBatchSchema,
+    JobCreateSchema,
+    JobIdsSchema,
+    JobListQuerySchema,
+    JobPageSchema,
+    JobSchema,
+)
+from app import control, db
+from app.errors import UnknownActor
+from app.jobs import find_by_idempotency_key, get_job, submit
+from app.models import Job
+from app.tokens import Principal
+
+blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Submit and follow jobs.")
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def public_actor(name: str) -> dramatiq.Actor[Any, Any]:
+    """The public actor called ``name``; 422 when there is none."""
+    try:
+        actor = dramatiq.get_broker().get_actor(name)
+    except dramatiq.errors.ActorNotFound:
+        actor = None
+    if actor is None or not actor.options.get("public"):
+        abort(422, errors={"json": {"actor": [f"no public actor named {name!r}"]}})
+    assert actor is not None
+    return actor
+
+
+def kwargs_errors(actor: dramatiq.Actor[Any, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What is wrong with ``kwargs`` by the actor's ``schema`` option (nothing without one)."""
+    schema_class: type[Schema] | None = actor.options.get("schema")
+    return schema_class().validate(kwargs) if schema_class is not None else {}
+
+
+def _fingerprint(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _submit(principal: Principal, data: dict[str, Any], **extra: Any) -> Job:
+    actor = public_actor(data["actor"])
+    delay = data.get("delay_ms")
+    try:
+        return submit(
+            actor,
+            kwargs=data["kwargs"],
+            queue=data.get("queue"),
+            priority=data.get("priority"),
+            delay=timedelta(milliseconds=delay) if delay is not None else None,
+            run_at=data.get("run_at"),
+            max_retries=data.get("max_retries"),
+            tenant=principal.tenant,
+            correlation_id=correlation_id(),
+            callback_url=data.get("callback_url"),
+            **extra,
+        )
+    except UnknownActor as error:
+        abort(422, errors={"json": {"actor": [str(error)]}})
+        raise  # unreachable: abort raises
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @blp.arguments(JobCreateSchema)
+    @blp.response(202, JobSchema, description="Accepted: the job is stored and queued.")
+    @blp.alt_response(409, description="Idempotency-Key reused with another request body.")
+    def post(self, data: dict[str, Any]) -> Any:
+        """Submit a job. Send ``Idempotency-Key`` to make retries of this request safe."""
+        principal = authorize("jobs:write")
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not 1 <= len(key) <= 255:
+            abort(400, message=f"{IDEMPOTENCY_HEADER} must be 1-255 characters")
+        errors = kwargs_errors(public_actor(data["actor"]), data["kwargs"])
+        if errors:
+            abort(422, errors={"json": {"kwargs": errors}})
+        fingerprint = _fingerprint(request.get_json()) if key else None
+        replayed = key is not None and find_by_idempotency_key(principal.tenant, key) is not None
+        # submit() returns the job already stored under the key, also when a concurrent
+        # request stored it first; the fingerprint says whether it is this request's.
+        job = _submit(principal, data, idempotency_key=key, request_fingerprint=fingerprint)
+        if key is not None and job.request_fingerprint != fingerprint:
+            abort(409, message=f"{IDEMPOTENCY_HEADER} {key!r} was used for another request")
+        headers = {"Location": url_for("jobs.JobView", job_id=job.id)}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return job, headers
+
+    @blp.arguments(JobListQuerySchema, location="query")
+    @blp.response(200, JobPageSchema)
+    def get(self, query: dict[str, Any]) -> Any:
+        """List jobs, newest first; follow ``next_cursor`` for the next page."""
+        tenant = tenant_filter(authorize("jobs:read"))
+        statement = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+        if tenant is not None:
+            statement = statement.where(Job.tenant == tenant)
+        for column in ("state", "actor", "queue"):
+            if column in query:
+                statement = statement.where(getattr(Job, column) == query[column])
+        if "created_after" in query:
+            statement = statement.where(Job.created_at > query["created_after"])
+        if "cursor" in query:
+            created, job_id = decode_cursor(query["cursor"])
+            statement = statement.where(
+                or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+            )
+        limit = query["limit"]
+        with db.session_scope() as session:
+            rows = list(session.scalars(statement.limit(limit + 1)))
+        more = len(rows) > limit
+        items = rows[:limit]
+        return {"items": items, "next_cursor": encode_cursor(items[-1]) if more else None}
+
+
+@blp.route("/batch")
+class JobBatch(MethodView):
+    @blp.arguments(JobBatchSchema)
+    @blp.response(202, JobIdsSchema, description="Accepted: every job is stored and queued.")
+    def post(self, data: dict[str, Any]) -> Any:
+        """Submit up to 1000 jobs in one transaction: all are stored, or none."""
+        principal = authorize("jobs:write")
+        errors = {
+            index: {"kwargs": found}
+            for index, item in enumerate(data["jobs"])
+            if (found := kwargs_errors(public_actor(item["actor"]), item["kwargs"]))
+        }
+        if errors:
+            abort(422, errors={"json": {"jobs": errors}})
+        session = db.new_session()
+        try:
+            ids = [_submit(principal, item, session=session).id for item in data["jobs"]]
+            session.commit()
+        finally:
+            session.close()
+        return {"ids": ids}
+
+
+@blp.route("/<string:job_id>")
+class JobView(MethodView):
+    @blp.response(200, JobSchema)
+    def get(self, job_id: str) -> Any:
+        """One job: state, attempts, progress, result or error."""
+        return get_job(job_id, tenant=tenant_filter(authorize("jobs:read")))
+
+
+@blp.route("/<string:job_id>/cancel")
+class JobCancel(MethodView):
+    @blp.response(200, JobSchema)
+    @blp.alt_response(409, description="The job is not scheduled or queued.")
+    def post(self, job_id: str) -> Any:
+        """Cancel a scheduled or queued job (running jobs: not yet)."""
+        tenant = tenant_filter(authorize("jobs:write"))
+        return control.cancel(job_id, tenant=tenant)
+
+
+@blp.route("/<string:job_id>/retry")
+class JobRetry(MethodView):
+    @blp.response(202, JobSchema)
+    @blp.alt_response(409, description="The job is not failed or cancelled.")
+    def post(self, job_id: str) -> Any:
+        """Queue a failed or cancelled job again, as a new attempt."""
+        tenant = tenant_filter(authorize("jobs:write"))
+        return control.retry(job_id, tenant=tenant)

@@ -1,0 +1,124 @@
+"""Request and response schemas; request schemas are allow-lists (unknown fields: 422)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from app.jobs import MAX_PRIORITY
+from app.states import JobState
+
+STATES = [state.value for state in JobState]
+#: A delay longer than this is almost certainly a unit mistake (seconds for ms, …).
+MAX_DELAY_MS = 366 * 24 * 3600 * 1000
+
+
+class JobCreateSchema(ma.Schema):
+    actor = fields.String(required=True, validate=validate.Length(1, 255))
+    kwargs = fields.Dict(keys=fields.String(), load_default=dict)
+    queue = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,200}$"))
+    priority = fields.Integer(validate=validate.Range(0, MAX_PRIORITY))
+    delay_ms = fields.Integer(validate=validate.Range(0, MAX_DELAY_MS))
+    run_at = fields.AwareDateTime()
+    max_retries = fields.Integer(validate=validate.Range(0, 100))
+    callback_url = fields.Url(schemes={"http", "https"}, validate=validate.Length(max=2000))
+
+    @validates_schema
+    def _one_time(self, data: dict[str, Any], **_: Any) -> None:
+        if "delay_ms" in data and "run_at" in data:
+            raise ValidationError("give delay_ms or run_at, not both", "delay_ms")
+
+
+class JobBatchSchema(ma.Schema):
+    jobs = fields.List(
+        fields.Nested(JobCreateSchema), required=True, validate=validate.Length(1, 1000)
+    )
+
+
+class JobSchema(ma.Schema):
+    id = fields.String()
+    actor = fields.String()
+    queue = fields.String()
+    args = fields.List(fields.Raw())
+    kwargs = fields.Dict(keys=fields.String())
+    state = fields.String(metadata={"enum": STATES})
+    priority = fields.Integer()
+    attempts = fields.Integer()
+    max_retries = fields.Integer(allow_none=True)
+    progress = fields.Integer()
+    progress_message = fields.String(allow_none=True)
+    result = fields.Raw(allow_none=True)
+    error_type = fields.String(allow_none=True)
+    error_message = fields.String(allow_none=True)
+    error_traceback = fields.String(allow_none=True)
+    idempotency_key = fields.String(allow_none=True)
+    correlation_id = fields.String(allow_none=True)
+    callback_url = fields.String(allow_none=True)
+    tenant = fields.String()
+    worker_id = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    run_at = fields.DateTime(allow_none=True)
+    published_at = fields.DateTime(allow_none=True)
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime()
+
+
+class JobIdsSchema(ma.Schema):
+    ids = fields.List(fields.String())
+
+
+class JobListQuerySchema(ma.Schema):
+    state = fields.String(validate=validate.OneOf(STATES))
+    actor = fields.String(validate=validate.Length(1, 255))
+    queue = fields.String(validate=validate.Length(1, 255))
+    created_after = fields.AwareDateTime()
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    cursor = fields.String(validate=validate.Length(1, 500))
+
+
+class JobPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(JobSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ActorSchema(ma.Schema):
+    name = fields.String()
+    queue = fields.String()
+    max_retries = fields.Integer()
+    min_backoff_ms = fields.Integer()
+    max_backoff_ms = fields.Integer()
+    time_limit_ms = fields.Integer()
+    kwargs_schema = fields.Dict()
+
+
+class QueueSchema(ma.Schema):
+    name = fields.String()
+    ready = fields.Integer()
+    delayed = fields.Integer()
+    dead_letter = fields.Integer()
+    consumers = fields.Integer()
+
+
+class HealthSchema(ma.Schema):
+    status = fields.String()
+    database = fields.String()
+    broker = fields.String()
+
+
+class WorkerHealthSchema(ma.Schema):
+    status = fields.String()
+    available = fields.Boolean()
+    consumers = fields.Integer()
+    active = fields.Integer()
+    processed = fields.Integer()
+
+
+class WorkerTaskSchema(ma.Schema):
+    task_id = fields.String()
+    status = fields.String()
+    state = fields.String()
+    result = fields.Raw(allow_none=True)
+    error = fields.String(allow_none=True)

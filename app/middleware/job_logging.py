@@ -1,0 +1,20 @@
+"""Worker processes log JSON lines tagged with the running job's ids."""
+
+from __future__ import annotations
+
+import logging
+
+from dramatiq import Broker
+from dramatiq.middleware import Middleware
+
+from app.config import load_settings
+from app.logs import use_json_logs
+
+
+class JobLogging(Middleware):
+    """After a worker process boots, switches its log handlers to JSON with job context."""
+
+    def after_process_boot(self, broker: Broker) -> None:
+        if load_settings().log_format == "json":
+            use_json_logs()
+            logging.getLogger("pika").setLevel(logging.WARNING)
