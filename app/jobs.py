@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from dramatiq import Actor
 from dramatiq.message import generate_unique_id
 from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from app import db, outbox
 from app.context import JobContext, current_job
@@ -173,38 +174,60 @@ def _find_by_key(session: Session, tenant: str, key: str) -> Job | None:
     ).one_or_none()
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A message to publish once the transaction it was registered in commits."""
+
+    transaction: SessionTransaction
+    broker: dramatiq.Broker
+    message: dramatiq.Message[Any]
+
+
 def publish_after_commit(
     session: Session, broker: dramatiq.Broker, message: dramatiq.Message[Any]
 ) -> None:
-    """Queue ``message`` for publishing when ``session``'s transaction commits.
+    """Publish ``message`` when ``session``'s outermost transaction commits.
 
     The message is built now: after the commit the caller's session may have expired
-    the job's attributes and can no longer load them.
+    the job's attributes and can no longer load them. A rollback of the transaction, or
+    of the SAVEPOINT it was registered in, drops it.
     """
-    pending: list[tuple[dramatiq.Broker, dramatiq.Message[Any]]] | None = session.info.get(
-        _OUTBOX_KEY
-    )
+    pending: list[_Pending] | None = session.info.get(_OUTBOX_KEY)
     if pending is None:
         pending = session.info[_OUTBOX_KEY] = []
         # The listeners stay for the session's life (removing one while SQLAlchemy
         # dispatches the event is not allowed); with nothing pending they do nothing.
         if not event.contains(session, "after_commit", _flush_outbox):
             event.listen(session, "after_commit", _flush_outbox)
-            event.listen(session, "after_rollback", _drop_outbox)
-    pending.append((broker, message))
+            event.listen(session, "after_soft_rollback", _drop_rolled_back)
+    current = session.get_nested_transaction() or session.get_transaction()
+    assert current is not None, "publish_after_commit needs a transaction in progress"
+    pending.append(_Pending(current, broker, message))
 
 
 def _flush_outbox(session: Session) -> None:
-    pending: list[tuple[dramatiq.Broker, dramatiq.Message[Any]]] = session.info.pop(_OUTBOX_KEY, [])
+    if session.in_nested_transaction():
+        return  # A SAVEPOINT was released; the outer transaction has not committed yet.
+    pending: list[_Pending] = session.info.pop(_OUTBOX_KEY, [])
     by_broker: dict[int, tuple[dramatiq.Broker, list[dramatiq.Message[Any]]]] = {}
-    for broker, message in pending:
-        by_broker.setdefault(id(broker), (broker, []))[1].append(message)
+    for entry in pending:
+        by_broker.setdefault(id(entry.broker), (entry.broker, []))[1].append(entry.message)
     for broker, messages in by_broker.values():
         outbox.publish(broker, messages)
 
 
-def _drop_outbox(session: Session) -> None:
-    session.info.pop(_OUTBOX_KEY, None)
+def _drop_rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
+    pending: list[_Pending] | None = session.info.get(_OUTBOX_KEY)
+    if pending:
+        pending[:] = [entry for entry in pending if not _inside(entry.transaction, rolled_back)]
+
+
+def _inside(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def get_job(job_id: str, *, tenant: str | None = None, session: Session | None = None) -> Job:

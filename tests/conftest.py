@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import delete
 
 from app import db, migrate
-from app.models import Job, JobEvent, Lease
+from app.models import ApiToken, Job, JobEvent, Lease
 from tests.support.services import postgres_admin_url, reachable, require
 
 TEST_DATABASE = "jobstack_test"
@@ -62,6 +62,6 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def clean_db(database_url: str) -> Iterator[str]:
     """The test database, emptied before the test."""
     with db.session_scope() as session:
-        for model in (JobEvent, Job, Lease):
+        for model in (JobEvent, Job, Lease, ApiToken):
             session.execute(delete(model))
     yield database_url

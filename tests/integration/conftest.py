@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dramatiq
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from flask.testing import FlaskClient
 
+from api import create_app
+from app.tokens import create_token
 from tests.support.rabbit import purge, real_broker
 from tests.support.workers import running_worker
 
@@ -31,3 +35,34 @@ def rabbit(rabbitmq_broker: RabbitmqBroker, clean_db: str) -> RabbitmqBroker:
 def worker(rabbit: RabbitmqBroker) -> Iterator[dramatiq.Worker]:
     with running_worker(rabbit) as running:
         yield running
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Bearer headers for two tenants, a read-only caller and an admin."""
+
+    acme: dict[str, str]
+    globex: dict[str, str]
+    reader: dict[str, str]
+    admin: dict[str, str]
+
+
+def _bearer(tenant: str, scopes: set[str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {create_token(tenant, scopes)}"}
+
+
+@pytest.fixture
+def client(rabbit: RabbitmqBroker) -> FlaskClient:
+    """A test client of the real API on the test database and real RabbitMQ."""
+    return create_app({"TESTING": True}).test_client()
+
+
+@pytest.fixture
+def tokens(clean_db: str) -> Tokens:
+    write = {"jobs:read", "jobs:write"}
+    return Tokens(
+        acme=_bearer("acme", write),
+        globex=_bearer("globex", write),
+        reader=_bearer("acme", {"jobs:read"}),
+        admin=_bearer("ops", {"admin"}),
+    )

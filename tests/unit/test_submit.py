@@ -116,3 +116,33 @@ def test_bad_submissions_are_refused_with_what_was_wrong(
 def test_an_unknown_actor_name_is_refused() -> None:
     with pytest.raises(UnknownActor, match=r"no actor named 'nope\.nothing'"):
         submit("nope.nothing")
+
+
+def test_jobs_of_one_transaction_are_published_only_after_its_outer_commit(
+    stub: StubActors,
+) -> None:
+    """Each submit uses a SAVEPOINT; releasing one must not publish the jobs before it."""
+    session = db.new_session()
+    try:
+        first = submit(stub.echo, kwargs={"value": 1}, session=session)
+        second = submit(stub.echo, kwargs={"value": 2}, session=session)
+        assert _queued_ids(stub) == []
+        session.commit()
+    finally:
+        session.close()
+    assert _queued_ids(stub) == [first.id, second.id]
+
+
+def test_a_rolled_back_savepoint_keeps_the_earlier_jobs_of_the_transaction(
+    stub: StubActors,
+) -> None:
+    session = db.new_session()
+    try:
+        kept = submit(stub.echo, kwargs={"value": 1}, session=session)
+        with pytest.raises(RuntimeError), session.begin_nested():
+            submit(stub.echo, kwargs={"value": 2}, session=session)
+            raise RuntimeError("the caller's own savepoint fails")
+        session.commit()
+    finally:
+        session.close()
+    assert _queued_ids(stub) == [kept.id]
