@@ -6,11 +6,10 @@ from typing import Any
 
 import dramatiq
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint, abort
 from sqlalchemy import func, select, text
 
 from api.auth import authorize, tenant_filter
-from api.errors import error_body
 from api.schemas import HealthSchema, WorkerHealthSchema, WorkerTaskSchema
 from app import db
 from app.jobs import get_job
@@ -66,8 +65,7 @@ class Readyz(MethodView):
             if error
         }
         if problems:
-            down = ", ".join(sorted(problems))
-            return error_body(503, f"unavailable: {down}", problems), 503
+            abort(503, message=f"unavailable: {', '.join(sorted(problems))}", errors=problems)
         return {"status": "ok", "database": "ok", "broker": "ok"}
 
 
@@ -82,7 +80,7 @@ class WorkerHealth(MethodView):
         if tenant is not None:
             counts = counts.where(Job.tenant == tenant)
         with db.session_scope() as session:
-            by_state = dict(session.execute(counts).tuples().all())
+            by_state: dict[str, int] = {state: n for state, n in session.execute(counts)}
         processed = sum(
             by_state.get(state.value, 0) for state in (JobState.SUCCEEDED, JobState.FAILED)
         )
