@@ -65,12 +65,21 @@ def stream(job_id: str, after: int, max_seconds: float) -> Iterator[str]:
 @blp.route("/<string:job_id>/events")
 class JobEvents(MethodView):
     @blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": "Last-Event-ID",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                "description": "Resume after this event id.",
+            }
+        ],
         responses={
             "200": {
                 "description": "An event stream; ends after the job's final state.",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             }
-        }
+        },
     )
     def get(self, job_id: str) -> Any:
         """Stream the job's events (state changes, progress). ``Last-Event-ID`` resumes."""

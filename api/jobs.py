@@ -84,6 +84,17 @@ def _submit(principal: Principal, data: dict[str, Any], **extra: Any) -> Job:
 @blp.route("")
 class Jobs(MethodView):
     @blp.arguments(JobCreateSchema)
+    @blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": IDEMPOTENCY_HEADER,
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "Same key and body: the same job again. Same key, other body: 409.",
+            }
+        ]
+    )
     @blp.response(202, JobSchema, description="Accepted: the job is stored and queued.")
     @blp.alt_response(409, description="Idempotency-Key reused with another request body.")
     def post(self, data: dict[str, Any]) -> Any:

@@ -142,7 +142,6 @@ class Tracking(Middleware):
         running: tuple[str, int] | None = getattr(self._local, "running", None)
         eta: int | None = getattr(self._local, "retry_eta", None)
         self._local.running = self._local.retry_eta = None
-        enter_job(None)
         return (running[1] if running else None), eta
 
     # Worker side --------------------------------------------------------------------
@@ -174,6 +173,9 @@ class Tracking(Middleware):
                 attempt=attempt,
                 correlation_id=message.options.get("correlation_id"),
             )
+        )
+        logger.info(
+            "Job %s (%s) started, attempt %d.", message.message_id, message.actor_name, attempt
         )
 
     def _start(self, session: Session, message: MessageProxy, redelivered: bool) -> int:
@@ -223,6 +225,7 @@ class Tracking(Middleware):
         # A middleware after this one skipped a message this one had started (AgeLimit
         # for a message past its max_age, periodiq for a stale tick).
         attempt, _eta = self._finish()
+        enter_job(None)
         if attempt is None:
             return  # Skipped by this middleware: it started nothing.
         to_state = JobState.FAILED if message.failed else JobState.CANCELLED
@@ -241,6 +244,7 @@ class Tracking(Middleware):
     ) -> None:
         attempt, eta = self._finish()
         if attempt is None:
+            enter_job(None)
             return  # The job never started here (skipped, or its start failed).
         if exception is None:
             to_state, values, data = JobState.SUCCEEDED, _success(result), None
@@ -249,7 +253,10 @@ class Tracking(Middleware):
         else:
             to_state, values, data = JobState.RETRYING, _retry(exception, message, eta), None
 
+        # Logged while the job's context is still set, so the line carries its ids.
+        logger.info("Job %s %s after attempt %d.", message.message_id, to_state.value, attempt)
         self._record(message.message_id, attempt, to_state, values, data)
+        enter_job(None)
 
     def _record(
         self,
