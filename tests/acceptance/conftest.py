@@ -21,12 +21,13 @@ REPO = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     """``dramatiq actors`` running in its own process group, logging to a file."""
 
-    def __init__(self, log: Path, processes: int = 1, threads: int = 2) -> None:
+    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(BIN / "dramatiq"), "actors", "-p", str(processes), "-t", str(threads)],
+                [str(BIN / "dramatiq"), "actors", "-p", "1", "-t", "2"],
                 cwd=REPO,
+                env={**os.environ, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -53,12 +54,12 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(clean_db: str, tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+def start_worker(clean_db: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     purge(real_broker())
     started: list[WorkerProcess] = []
 
-    def start() -> WorkerProcess:
-        worker = WorkerProcess(tmp_path / f"worker-{len(started)}.log")
+    def start(env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path / f"worker-{len(started)}.log", env)
         started.append(worker)
         return worker
 

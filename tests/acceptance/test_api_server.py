@@ -1,0 +1,129 @@
+"""The API under gunicorn (``jobstack api``), a token from ``jobstack tokens create``, and a
+real worker whose JSON log lines carry the request's correlation id."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.acceptance.conftest import BIN, REPO, WorkerProcess, jobstack
+from tests.support.waiting import wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Http:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return (
+                    response.status,
+                    dict(response.headers),
+                    json.loads(response.read() or b"null"),
+                )
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), json.loads(error.read() or b"null")
+
+
+@pytest.fixture
+def api_server(clean_db: str, tmp_path: Path) -> Iterator[Http]:
+    port = _free_port()
+    log = tmp_path / "api.log"
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            [str(BIN / "jobstack"), "api", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    http = Http(f"http://127.0.0.1:{port}")
+
+    def healthy() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"the API exited:\n{log.read_text()}")
+        try:
+            return http.call("GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, 30, "the API to answer /healthz")
+    yield http
+    server.terminate()
+    server.wait(15)
+
+
+def test_a_job_submitted_over_http_runs_and_its_worker_logs_carry_the_correlation_id(
+    api_server: Http, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    created = jobstack("tokens", "create", "--tenant", "acme", "--scopes", "jobs:read,jobs:write")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("jst_")
+    auth = {"Authorization": f"Bearer {token}"}
+    worker = start_worker({"JOBSTACK_LOG_FORMAT": "json"})
+
+    status, headers, job = api_server.call(
+        "POST",
+        "/v1/jobs",
+        {"actor": "diagnostics.fail", "kwargs": {"times": 1}},
+        {**auth, "X-Correlation-ID": "trace-7f3a"},
+    )
+    assert status == 202, job
+    assert headers["X-Correlation-ID"] == "trace-7f3a"
+
+    def finished() -> Any:
+        body = api_server.call("GET", f"/v1/jobs/{job['id']}", headers=auth)[2]
+        return body if body["state"] == "succeeded" else None
+
+    done = wait_until(finished, 30, "the job to succeed")
+    assert (done["attempts"], done["correlation_id"]) == (2, "trace-7f3a")
+
+    lines = [
+        json.loads(line) for line in worker.log.read_text().splitlines() if line.startswith("{")
+    ]
+    of_job = [line for line in lines if line["job_id"] == job["id"]]
+    messages = [line["message"] for line in of_job]
+    assert any("started, attempt 1" in m for m in messages)
+    assert any("Failed to process message" in m for m in messages)
+    assert any("succeeded after attempt 2" in m for m in messages)
+    assert {line["correlation_id"] for line in of_job} == {"trace-7f3a"}
+
+
+def test_the_served_api_rejects_a_missing_token_and_serves_its_openapi_document(
+    api_server: Http,
+) -> None:
+    status, headers, body = api_server.call("GET", "/v1/jobs")
+    assert status == 401 and body["code"] == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, spec = api_server.call("GET", "/openapi.json")
+    assert status == 200 and "/v1/jobs/{job_id}/events" in spec["paths"]
+
+
+def test_tokens_create_refuses_unknown_scopes(clean_db: str) -> None:
+    refused = jobstack("tokens", "create", "--tenant", "acme", "--scopes", "jobs:read,root")
+    assert refused.returncode == 1
+    assert "unknown: ['root']" in refused.stderr
