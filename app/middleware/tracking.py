@@ -276,6 +276,7 @@ class Tracking(Middleware):
                 only_from=frozenset({JobState.RUNNING}),
                 attempt=attempt,
                 values=values,
+                kind=to_state.value,
                 data=data,
             )
 
