@@ -7,6 +7,8 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from app.logs import bind_request_correlation
+
 HEADER = "X-Correlation-ID"
 VALID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -24,9 +26,14 @@ def init_app(app: Flask) -> None:
         # An unusable id (too long, odd characters) is replaced, not rejected: it is a
         # tracing aid, and a request should not fail over it.
         g.correlation_id = given if VALID.match(given) else uuid.uuid4().hex
+        bind_request_correlation(g.correlation_id)
 
     @app.after_request
     def _write(response: Response) -> Response:
         if "correlation_id" in g:
             response.headers[HEADER] = g.correlation_id
         return response
+
+    @app.teardown_request
+    def _forget(_error: BaseException | None) -> None:
+        bind_request_correlation(None)

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from app.config import load_settings
 from app.context import current_job_or_none
 
+#: The correlation id of the API request this thread serves.
+_request_correlation: ContextVar[str | None] = ContextVar("jobstack_request_cid", default=None)
+
+
+def bind_request_correlation(correlation_id: str | None) -> None:
+    """Tag this thread's log lines with an API request's correlation id (None: stop)."""
+    _request_correlation.set(correlation_id)
+
 
 class JobContextFilter(logging.Filter):
-    """Adds ``job_id`` and ``correlation_id`` of the job this thread runs (or None)."""
+    """Adds ``job_id`` and ``correlation_id``: of the job this thread runs, or of the API
+    request it serves (None outside both)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         job = current_job_or_none()
         record.job_id = job.id if job else None
-        record.correlation_id = job.correlation_id if job else None
+        record.correlation_id = job.correlation_id if job else _request_correlation.get()
         return True
 
 

@@ -30,6 +30,8 @@ def api_command(bind: str, workers: int) -> None:
         str(THREADS),
         "--access-logfile",
         "-",
+        "--config",
+        "python:app.gunicorn_conf",
         "api:create_app()",
     ]
     os.execv(sys.executable, argv)

@@ -4,6 +4,7 @@ real worker whose JSON log lines carry the request's correlation id."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import urllib.error
@@ -26,8 +27,11 @@ def _free_port() -> int:
 
 
 class Http:
-    def __init__(self, base: str) -> None:
+    """A tiny JSON client of the served API, and the server's log file."""
+
+    def __init__(self, base: str, log: Path) -> None:
         self.base = base
+        self.log = log
 
     def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -57,10 +61,11 @@ def api_server(clean_db: str, tmp_path: Path) -> Iterator[Http]:
         server = subprocess.Popen(
             [str(BIN / "jobstack"), "api", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
             cwd=REPO,
+            env={**os.environ, "JOBSTACK_LOG_FORMAT": "json"},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    http = Http(f"http://127.0.0.1:{port}")
+    http = Http(f"http://127.0.0.1:{port}", log)
 
     def healthy() -> bool:
         if server.poll() is not None:
@@ -111,6 +116,10 @@ def test_a_job_submitted_over_http_runs_and_its_worker_logs_carry_the_correlatio
     assert any("Failed to process message" in m for m in messages)
     assert any("succeeded after attempt 2" in m for m in messages)
     assert {line["correlation_id"] for line in of_job} == {"trace-7f3a"}
+
+    access = [json.loads(line) for line in api_server.log.read_text().splitlines()]
+    posted = [line for line in access if '"POST /v1/jobs HTTP/1.1" 202' in line["message"]]
+    assert posted and posted[0]["message"].endswith("correlation_id=trace-7f3a")
 
 
 def test_the_served_api_rejects_a_missing_token_and_serves_its_openapi_document(
