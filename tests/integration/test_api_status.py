@@ -96,3 +96,20 @@ def test_worker_health_without_workers_reports_unavailable(
 ) -> None:
     health = client.get("/v1/worker/health", headers=tokens.acme).get_json()
     assert (health["status"], health["available"], health["consumers"]) == ("unavailable", False, 0)
+
+
+def test_with_the_database_down_requests_get_503_and_readyz_names_it(
+    client: FlaskClient, tokens: Tokens, database_url: str
+) -> None:
+    from app import db
+
+    db.configure("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    try:
+        ready = client.get("/readyz")
+        listing = client.get("/v1/jobs", headers=tokens.acme)
+    finally:
+        db.configure(database_url)
+
+    assert ready.status_code == 503 and set(ready.get_json()["errors"]) == {"database"}
+    assert listing.status_code == 503
+    assert listing.get_json()["message"] == "the job database is unavailable; try again shortly"
