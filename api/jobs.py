@@ -177,12 +177,15 @@ class JobView(MethodView):
 
 @blp.route("/<string:job_id>/cancel")
 class JobCancel(MethodView):
-    @blp.response(200, JobSchema)
-    @blp.alt_response(409, description="The job is not scheduled or queued.")
+    @blp.response(200, JobSchema, description="Cancelled.")
+    @blp.alt_response(202, schema=JobSchema, description="Running: it stops within seconds.")
+    @blp.alt_response(409, description="The job has already finished.")
     def post(self, job_id: str) -> Any:
-        """Cancel a scheduled or queued job (running jobs: not yet)."""
+        """Cancel a job. A running job stops at its next checkpoint, or is interrupted
+        after a grace period; it then ends ``cancelled``, without retry or dead letter."""
         tenant = tenant_filter(authorize("jobs:write"))
-        return control.cancel(job_id, tenant=tenant)
+        job = control.cancel(job_id, tenant=tenant)
+        return (job, 202) if job.state == "running" else job
 
 
 @blp.route("/<string:job_id>/retry")

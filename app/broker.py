@@ -25,6 +25,7 @@ from periodiq import PeriodiqMiddleware
 from app.config import Settings, load_settings
 from app.jobs import MAX_PRIORITY
 from app.middleware.actor_options import JobstackActorOptions
+from app.middleware.cancellation import Cancellation
 from app.middleware.job_logging import JobLogging
 from app.middleware.relay import OutboxRelay
 from app.middleware.retries import JobRetries
@@ -54,6 +55,7 @@ def build_middleware() -> list[Middleware]:
         JobLogging(),
         OutboxRelay(),
         JobRetries(),
+        Cancellation(),
     ]
 
 

@@ -53,6 +53,16 @@ class Settings:
     db_retry_seconds: float = 30.0
     """How long a worker keeps retrying a database write before giving up on a message."""
 
+    cancel_grace: float = 1.0
+    """Seconds a cancelled running job has to stop at a checkpoint before it is interrupted."""
+
+    cancel_poll_interval: float = 0.5
+    """Seconds between a worker's checks of the database for cancelled running jobs (the
+    fallback for a missed broadcast)."""
+
+    cancel_broadcast: bool = True
+    """Whether workers listen on the RabbitMQ fanout exchange for cancellations."""
+
     api_max_body_bytes: int = 1_048_576
     """Largest request body the REST API accepts; larger ones get 413."""
 

@@ -5,33 +5,57 @@ from __future__ import annotations
 import dramatiq
 
 from app import db
+from app.cancellation import broadcast_cancel
 from app.jobs import get_job, publish_after_commit
 from app.messages import message_for
 from app.models import Job
 from app.states import JobState
 from app.timeutil import utcnow
-from app.transitions import transition
+from app.transitions import append_event, transition
 
-CANCELLABLE = frozenset({JobState.SCHEDULED, JobState.QUEUED})
+CANCELLABLE = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING})
 RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
 
 
-def cancel(job_id: str, *, tenant: str | None = None, reason: str = "requested") -> Job:
-    """Cancel a scheduled or queued job; its message, if any, is skipped by workers.
+def cancel(
+    job_id: str,
+    *,
+    tenant: str | None = None,
+    reason: str = "requested",
+    broker: dramatiq.Broker | None = None,
+) -> Job:
+    """Cancel a job that has not finished.
 
-    Raises JobNotFound (also for another tenant's job) or InvalidTransition.
+    A scheduled, queued or retrying job is ``cancelled`` at once; its message, if any, is
+    skipped by workers. A running job is flagged and its workers told: it stops at its
+    next checkpoint, or is interrupted after the grace period, and then ends
+    ``cancelled``. Raises JobNotFound (also for another tenant's job) or
+    InvalidTransition (the job has finished).
     """
     with db.session_scope() as session:
-        get_job(job_id, tenant=tenant, session=session)
-        transition(
-            session,
-            job_id,
-            JobState.CANCELLED,
-            only_from=CANCELLABLE,
-            values={"finished_at": utcnow()},
-            kind="cancelled",
-            data={"reason": reason},
-        )
+        job = get_job(job_id, tenant=tenant, session=session)
+        running = job.state == JobState.RUNNING.value
+        if running:
+            if job.cancel_requested_at is None:
+                append_event(
+                    session,
+                    job_id,
+                    "cancel_requested",
+                    values={"cancel_requested_at": utcnow()},
+                    data={"reason": reason},
+                )
+        else:
+            transition(
+                session,
+                job_id,
+                JobState.CANCELLED,
+                only_from=CANCELLABLE,
+                values={"finished_at": utcnow(), "cancel_requested_at": utcnow()},
+                kind="cancelled",
+                data={"reason": reason},
+            )
+    if running:
+        broadcast_cancel(broker or dramatiq.get_broker(), job_id)
     return get_job(job_id)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dramatiq.middleware import MiddlewareError
+from dramatiq.middleware import Interrupt, MiddlewareError
 
 
 class JobstackError(Exception):
@@ -52,3 +52,14 @@ class TrackingUnavailable(MiddlewareError):
     It derives from Dramatiq's MiddlewareError so that it escapes ``emit_before``
     (which swallows other errors) and the Retries middleware schedules the message again.
     """
+
+
+class JobCancelled(Interrupt):
+    """The running job was cancelled; it ends ``cancelled``, without retry or dead letter.
+
+    An Interrupt (a BaseException) so that an actor's ``except Exception`` does not
+    swallow it.
+    """
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "the job was cancelled")

@@ -94,6 +94,9 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     worker_id: Mapped[str | None] = mapped_column(String(255))
+    # Set when cancellation of the running job was requested; workers poll it as the
+    # fallback for a missed broadcast.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The seq of the newest job_events row; bumped by every event so seqs never collide.
     last_event_seq: Mapped[int] = mapped_column(Integer, default=0)
 

@@ -8,7 +8,7 @@ from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Retries
 
-from app.errors import PermanentError
+from app.errors import JobCancelled, PermanentError
 
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_MIN_BACKOFF_MS = 15_000
@@ -35,6 +35,8 @@ class JobRetries(Retries):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        if isinstance(exception, JobCancelled):
+            return  # Neither retried nor dead-lettered: the message is acked.
         if isinstance(exception, PermanentError):
             self.logger.info("Permanent failure of message %r; not retrying.", message.message_id)
             message.fail()

@@ -26,8 +26,14 @@ from sqlalchemy.orm import Session
 
 from app import db
 from app.config import load_settings
-from app.context import JobContext, enter_job
-from app.errors import InvalidTransition, PermanentError, StaleAttempt, TrackingUnavailable
+from app.context import JobContext, current_job_or_none, enter_job
+from app.errors import (
+    InvalidTransition,
+    JobCancelled,
+    PermanentError,
+    StaleAttempt,
+    TrackingUnavailable,
+)
 from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION, AnyMessage, attempts_made
 from app.models import Job, JobEvent
 from app.outbox import mark_published
@@ -156,12 +162,12 @@ class Tracking(Middleware):
                 lambda session: self._start(session, message, redelivered),
                 give_up_after=load_settings().db_retry_seconds,
             )
-        except (SkipMessage, TrackingUnavailable):
-            raise
         except Exception as error:
             raise TrackingUnavailable(
                 f"could not start job {message.message_id}: {error}"
             ) from error
+        if attempt is None:
+            raise SkipMessage(f"message {message.message_id} must not run")
         self._local.running = (message.message_id, attempt)
         self._local.retry_eta = None
         # Retry copies of this message carry the attempt count they follow.
@@ -178,15 +184,34 @@ class Tracking(Middleware):
             "Job %s (%s) started, attempt %d.", message.message_id, message.actor_name, attempt
         )
 
-    def _start(self, session: Session, message: MessageProxy, redelivered: bool) -> int:
+    def _start(self, session: Session, message: MessageProxy, redelivered: bool) -> int | None:
+        """Start the job's next attempt; None when this message must not run (it is skipped
+        after the transaction commits, so a cancellation recorded here stands)."""
         job_id = message.message_id
-        row = session.execute(select(Job.state, Job.attempts).where(Job.id == job_id)).one_or_none()
+        row = session.execute(
+            select(Job.state, Job.attempts, Job.cancel_requested_at).where(Job.id == job_id)
+        ).one_or_none()
         if row is None:
             insert_job_if_absent(session, message)
-            state, attempts = JobState.QUEUED, 0
+            state, attempts, cancel_requested = JobState.QUEUED, 0, False
         else:
             state, attempts = JobState(row.state), row.attempts
+            cancel_requested = row.cancel_requested_at is not None
         sent_after = attempts_made(message)
+
+        if cancel_requested and state in (JobState.QUEUED, JobState.RETRYING):
+            # Cancelled while it ran, and it went on to retry before stopping.
+            transition(
+                session,
+                job_id,
+                JobState.CANCELLED,
+                only_from=frozenset({state}),
+                attempt=attempts,
+                values={"finished_at": utcnow()},
+                kind="cancelled",
+                data={"reason": "requested"},
+            )
+            return None
 
         if state in (JobState.QUEUED, JobState.RETRYING) and sent_after == attempts:
             kind = "started"
@@ -205,7 +230,7 @@ class Tracking(Middleware):
                 attempts,
                 sent_after,
             )
-            raise SkipMessage(f"duplicate message for job {job_id} ({state.value})")
+            return None
 
         me = worker_id()
         done = transition(
@@ -248,6 +273,12 @@ class Tracking(Middleware):
             return  # The job never started here (skipped, or its start failed).
         if exception is None:
             to_state, values, data = JobState.SUCCEEDED, _success(result), None
+        elif isinstance(exception, JobCancelled):
+            job = current_job_or_none()
+            forced = bool(job and job.cancel_forced)
+            to_state = JobState.CANCELLED
+            values = {**_error_fields(exception), "finished_at": utcnow()}
+            data = {"reason": "forced" if forced else "cooperative"}
         elif message.failed:
             to_state, values, data = JobState.FAILED, _failure(exception), _failure_data(exception)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -27,3 +28,22 @@ def slow(seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+@dramatiq.actor(actor_name="tests.cooperative", max_retries=0)
+def cooperative(seconds: float) -> None:
+    """Works in small steps and checks for cancellation between them."""
+    job = current_job()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job.checkpoint()
+        time.sleep(0.02)
+
+
+@dramatiq.actor(actor_name="tests.stubborn", max_retries=3)
+def stubborn(seconds: float) -> None:
+    """Never checks for cancellation, and swallows errors: only an interruption stops it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            time.sleep(0.02)

@@ -1,0 +1,58 @@
+"""Lets running jobs be cancelled: registers them and runs the control threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dramatiq import Broker, Worker
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import Middleware
+
+from app.cancellation import CancelPoller, ControlListener, RunningJobs
+from app.config import load_settings
+from app.context import current_job_or_none
+
+
+class Cancellation(Middleware):
+    """Last in the middleware list: its ``after_*`` hooks run first, so a job leaves the
+    registry (and can no longer be interrupted) as soon as its actor has returned."""
+
+    def __init__(self) -> None:
+        self.running = RunningJobs(grace=load_settings().cancel_grace)
+        self._threads: list[ControlListener | CancelPoller] = []
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        settings = load_settings()
+        self.running.grace = settings.cancel_grace
+        self._threads = [CancelPoller(self.running, settings.cancel_poll_interval)]
+        if settings.cancel_broadcast and isinstance(broker, RabbitmqBroker):
+            self._threads.append(ControlListener(broker, self.running))
+        for thread in self._threads:
+            thread.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        for thread in self._threads:
+            thread.stop()
+        self._threads = []
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        job = current_job_or_none()  # Set by Tracking, earlier in the list.
+        if job is not None and job.id == message.message_id:
+            self.running.add(job)
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        forced = self.running.remove(message.message_id)
+        job = current_job_or_none()
+        if forced and job is not None:
+            job.cancel_forced = True
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        self.running.remove(message.message_id)
