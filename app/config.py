@@ -63,6 +63,9 @@ class Settings:
     cancel_broadcast: bool = True
     """Whether workers listen on the RabbitMQ fanout exchange for cancellations."""
 
+    poison_deaths: int = 3
+    """Worker deaths while running one message after which it is dead-lettered as poison."""
+
     api_max_body_bytes: int = 1_048_576
     """Largest request body the REST API accepts; larger ones get 413."""
 

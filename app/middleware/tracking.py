@@ -213,15 +213,25 @@ class Tracking(Middleware):
             )
             return None
 
+        deaths = 0
         if state in (JobState.QUEUED, JobState.RETRYING) and sent_after == attempts:
             kind = "started"
-        elif state is JobState.RUNNING and redelivered and sent_after == attempts - 1:
-            # The worker running it died before acking: RabbitMQ gave it to us again.
-            kind = "redelivered"
         elif state is JobState.RUNNING and sent_after == attempts:
             # The retry of the current attempt arrived before that attempt's outcome was
             # committed (a backoff shorter than a commit): start it all the same.
             kind = "superseded"
+        elif (
+            state is JobState.RUNNING
+            and redelivered
+            and _started_by(session, job_id, attempts) == sent_after
+        ):
+            # The message that started the current attempt came back: the worker running
+            # it died before acking, and RabbitMQ gave it to us.
+            deaths = _deaths(session, job_id) + 1
+            if deaths >= load_settings().poison_deaths:
+                _fail_as_poison(session, job_id, attempts, deaths, message)
+                return None
+            kind = "redelivered"
         else:
             logger.info(
                 "Skipping message %s: job is %s after %d attempt(s); message was sent after %d.",
@@ -242,7 +252,12 @@ class Tracking(Middleware):
             new_attempt=True,
             values={"started_at": utcnow(), "worker_id": me, "finished_at": None},
             kind=kind,
-            data={"worker_id": me, "redelivered": redelivered},
+            data={
+                "worker_id": me,
+                "redelivered": redelivered,
+                "sent_after": sent_after,
+                "deaths": deaths,
+            },
         )
         return done.attempts
 
@@ -318,6 +333,59 @@ class Tracking(Middleware):
             run_in_transaction(record, give_up_after=None)
         except (StaleAttempt, InvalidTransition) as error:
             logger.warning("Outcome of job %s not recorded: %s", job_id, error)
+
+
+START_KINDS = ("started", "redelivered", "superseded")
+
+
+def _last_start(session: Session, job_id: str) -> dict[str, Any]:
+    """The data of the event that started the job's current attempt."""
+    data = session.scalar(
+        select(JobEvent.data)
+        .where(JobEvent.job_id == job_id, JobEvent.kind.in_(START_KINDS))
+        .order_by(JobEvent.seq.desc())
+        .limit(1)
+    )
+    return data or {}
+
+
+def _started_by(session: Session, job_id: str, attempts: int) -> int:
+    """Which message started the current attempt, by the attempts it was sent after.
+
+    A job started without that record is taken to have been started by the message
+    sent for this attempt.
+    """
+    value = _last_start(session, job_id).get("sent_after")
+    return attempts - 1 if value is None else int(value)
+
+
+def _deaths(session: Session, job_id: str) -> int:
+    """How many workers have died running the current message of this job."""
+    return int(_last_start(session, job_id).get("deaths", 0))
+
+
+def _fail_as_poison(
+    session: Session, job_id: str, attempts: int, deaths: int, message: MessageProxy
+) -> None:
+    """Fail a job whose message keeps killing workers, and dead-letter the message."""
+    logger.error("Job %s killed %d workers; dead-lettering it as poison.", job_id, deaths)
+    transition(
+        session,
+        job_id,
+        JobState.FAILED,
+        only_from=frozenset({JobState.RUNNING}),
+        attempt=attempts,
+        values={
+            "finished_at": utcnow(),
+            "error_type": "PoisonMessage",
+            "error_message": f"the worker running it died {deaths} times",
+            "error_traceback": None,
+        },
+        kind=JobState.FAILED.value,
+        data={"reason": "poison", "dead_lettered": True, "deaths": deaths},
+    )
+    # A failed message is nacked, and RabbitMQ moves it to the dead-letter queue.
+    message.fail()
 
 
 def _error_fields(exception: BaseException) -> dict[str, Any]:

@@ -21,11 +21,14 @@ REPO = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     """``dramatiq actors`` running in its own process group, logging to a file."""
 
-    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, log: Path, env: dict[str, str] | None = None, modules: tuple[str, ...] = ()
+    ) -> None:
         self.log = log
+        self.start_offset = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(BIN / "dramatiq"), "actors", "-p", "1", "-t", "2"],
+                [str(BIN / "dramatiq"), "actors", *modules, "-p", "1", "-t", "2"],
                 cwd=REPO,
                 env={**os.environ, **(env or {})},
                 stdout=out,
@@ -37,7 +40,7 @@ class WorkerProcess:
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"dramatiq exited early:\n{self.log.read_text()}")
-        return "is ready for action" in self.log.read_text()
+        return "is ready for action" in self.log.read_text()[self.start_offset :]
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown, no acks."""
@@ -58,8 +61,8 @@ def start_worker(clean_db: str, tmp_path: Path) -> Iterator[Callable[..., Worker
     purge(real_broker())
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess(tmp_path / f"worker-{len(started)}.log", env)
+    def start(env: dict[str, str] | None = None, modules: tuple[str, ...] = ()) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path / f"worker-{len(started)}.log", env, modules)
         started.append(worker)
         return worker
 

@@ -99,3 +99,24 @@ def test_db_upgrade_creates_the_schema_in_a_new_database(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
     assert {"jobs", "job_events", "leases", "alembic_version"} <= tables
+
+
+def test_a_message_that_kills_its_worker_three_times_is_dead_lettered_as_poison(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    from tests.support import killer_actors
+    from tests.support.rabbit import real_broker
+
+    job = submit(killer_actors.killer)
+    for death in range(1, 4):
+        worker = start_worker(modules=("tests.support.killer_actors",))
+        worker.process.wait(30)  # The job kills it.
+        assert get_job(job.id).attempts == death
+
+    last = start_worker(modules=("tests.support.killer_actors",))
+    done = wait_for_state(job.id, timeout=20)
+    assert (done.state, done.error_type, done.attempts) == ("failed", "PoisonMessage", 3)
+    assert list_events(job.id)[-1].data == {"reason": "poison", "dead_lettered": True, "deaths": 3}
+    assert last.process.poll() is None  # This worker lives on.
+    broker = real_broker()
+    assert broker.get_queue_message_counts("default")[2] == 1  # in default.XQ

@@ -214,3 +214,53 @@ def test_the_new_state_is_committed_before_the_message_is_acked_or_nacked(
         stub.broker.join("default", fail_fast=False)
 
     assert spy.seen == [("ack", "succeeded"), ("nack", "failed")]
+
+
+def _start_event(job_id: str, sent_after: int, deaths: int = 0) -> None:
+    from app import db
+    from app.transitions import append_event
+
+    with db.session_scope() as session:
+        append_event(
+            session, job_id, "redelivered", data={"sent_after": sent_after, "deaths": deaths}
+        )
+
+
+def test_a_message_redelivered_again_after_a_second_death_restarts_the_job(
+    stub: StubActors,
+) -> None:
+    job_id = make_job(JobState.RUNNING, attempts=2)
+    _start_event(job_id, sent_after=0, deaths=1)  # attempt 2 came from the first message
+
+    _deliver(stub, job_id, sent_after=0, redelivered=True)
+
+    job = get_job(job_id)
+    assert (job.state, job.attempts) == ("running", 3)
+    assert list_events(job_id)[-1].data["deaths"] == 2  # type: ignore[index]
+
+
+def test_an_old_message_redelivered_while_its_retry_runs_is_skipped(stub: StubActors) -> None:
+    job_id = make_job(JobState.RUNNING, attempts=2)
+    _start_event(job_id, sent_after=1)  # attempt 2 came from the retry message
+
+    with pytest.raises(SkipMessage):
+        _deliver(stub, job_id, sent_after=0, redelivered=True)
+    assert get_job(job_id).attempts == 2
+
+
+def test_the_third_death_fails_the_job_as_poison_and_dead_letters_the_message(
+    stub: StubActors,
+) -> None:
+    job_id = make_job(JobState.RUNNING, attempts=3)
+    _start_event(job_id, sent_after=0, deaths=2)
+    message = _Delivered(
+        stub.counted.message().copy(message_id=job_id, options={ATTEMPTS_OPTION: 0}), True
+    )
+    tracking = next(m for m in stub.broker.middleware if isinstance(m, Tracking))
+
+    with pytest.raises(SkipMessage):
+        tracking.before_process_message(stub.broker, message)
+
+    assert message.failed  # so Dramatiq nacks it into the dead-letter queue
+    job = get_job(job_id)
+    assert (job.state, job.error_type) == ("failed", "PoisonMessage")
