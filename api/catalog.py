@@ -10,13 +10,14 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.auth import authorize
-from api.schemas import ActorSchema, QueueSchema
+from api.auth import authorize, tenant_filter
+from api.schemas import ActorSchema, QueueSchema, ScheduleSchema
 from app.broker import DEFAULT_TIME_LIMIT_MS
 from app.middleware.retries import DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF_MS, MAX_BACKOFF_CAP_MS
 from app.queues import queue_stats
+from app.schedules import schedules
 
-blp = Blueprint("catalog", __name__, url_prefix="/v1", description="Actors and queues.")
+blp = Blueprint("catalog", __name__, url_prefix="/v1", description="Actors, schedules and queues.")
 
 
 def _json_schema(schema_class: type | None) -> dict[str, Any]:
@@ -59,3 +60,12 @@ class Queues(MethodView):
         """Each queue's ready, delayed and dead-lettered messages and its consumers."""
         authorize("jobs:read")
         return [vars(stats) for stats in queue_stats(dramatiq.get_broker())]
+
+
+@blp.route("/schedules")
+class Schedules(MethodView):
+    @blp.response(200, ScheduleSchema(many=True))
+    def get(self) -> Any:
+        """Each cron schedule (UTC), its next tick and the job of its latest tick."""
+        tenant = tenant_filter(authorize("jobs:read"))
+        return [vars(found) for found in schedules(dramatiq.get_broker(), tenant=tenant)]

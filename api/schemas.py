@@ -94,6 +94,13 @@ class ActorSchema(ma.Schema):
     kwargs_schema = fields.Dict()
 
 
+class ScheduleSchema(ma.Schema):
+    actor = fields.String()
+    cron = fields.String()
+    next_run_at = fields.DateTime()
+    last_job = fields.Nested(JobSchema, allow_none=True)
+
+
 class QueueSchema(ma.Schema):
     name = fields.String()
     ready = fields.Integer()

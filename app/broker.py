@@ -20,13 +20,13 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
-from periodiq import PeriodiqMiddleware
 
 from app.config import Settings, load_settings
 from app.jobs import MAX_PRIORITY
 from app.middleware.actor_options import JobstackActorOptions
 from app.middleware.cancellation import Cancellation
 from app.middleware.job_logging import JobLogging
+from app.middleware.periodic import JobPeriodiq
 from app.middleware.relay import OutboxRelay
 from app.middleware.retries import JobRetries
 from app.middleware.tracking import Tracking
@@ -50,7 +50,7 @@ def build_middleware() -> list[Middleware]:
         CurrentMessage(),
         Callbacks(),
         Pipelines(),
-        PeriodiqMiddleware(skip_delay=30),
+        JobPeriodiq(),
         JobstackActorOptions(),
         JobLogging(),
         OutboxRelay(),
@@ -71,18 +71,28 @@ def amqp_url(settings: Settings) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+#: Queues every worker consumes out of the box. Run dedicated workers for one of them
+#: with ``dramatiq actors -Q critical``: Dramatiq does not order queues among themselves.
+STANDARD_QUEUES = ("critical", "default", "low")
+
+
 def create_broker(settings: Settings) -> dramatiq.Broker:
     """A RabbitMQ broker with publisher confirms and priority queues, or the stub broker."""
+    broker: dramatiq.Broker
     if settings.broker_url.startswith("stub://"):
-        return StubBroker(middleware=build_middleware())
-    # Queue arguments cannot change once a queue exists, so x-max-priority is fixed
-    # now for every queue jobstack declares (per-job priorities 0–9).
-    return RabbitmqBroker(
-        url=amqp_url(settings),
-        confirm_delivery=True,
-        max_priority=MAX_PRIORITY,
-        middleware=build_middleware(),
-    )
+        broker = StubBroker(middleware=build_middleware())
+    else:
+        # Queue arguments cannot change once a queue exists, so x-max-priority is fixed
+        # now for every queue jobstack declares (per-job priorities 0–9).
+        broker = RabbitmqBroker(
+            url=amqp_url(settings),
+            confirm_delivery=True,
+            max_priority=MAX_PRIORITY,
+            middleware=build_middleware(),
+        )
+    for queue in STANDARD_QUEUES:
+        broker.declare_queue(queue)
+    return broker
 
 
 broker = create_broker(load_settings())

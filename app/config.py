@@ -66,6 +66,12 @@ class Settings:
     poison_deaths: int = 3
     """Worker deaths while running one message after which it is dead-lettered as poison."""
 
+    retention_days: float = 7.0
+    """Finished jobs older than this many days are pruned by the daily maintenance job."""
+
+    retention_batch: int = 1000
+    """Jobs deleted per transaction when pruning."""
+
     api_max_body_bytes: int = 1_048_576
     """Largest request body the REST API accepts; larger ones get 413."""
 

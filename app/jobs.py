@@ -25,7 +25,7 @@ from app.context import JobContext, current_job
 from app.errors import JobNotFound, SubmitError, UnknownActor
 from app.messages import message_for
 from app.middleware.retries import DEFAULT_MAX_RETRIES
-from app.models import Job, JobEvent
+from app.models import DEFAULT_TENANT, Job, JobEvent
 from app.states import JobState
 from app.timeutil import utcnow
 
@@ -33,9 +33,6 @@ __all__ = ["JobContext", "current_job", "get_job", "list_events", "list_jobs", "
 
 #: Highest per-job priority; queues are declared with ``x-max-priority`` equal to it.
 MAX_PRIORITY = 9
-
-#: Tenant of jobs submitted without one (from Python code, the CLI, plain sends).
-DEFAULT_TENANT = "default"
 
 _OUTBOX_KEY = "jobstack_outbox"
 

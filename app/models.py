@@ -48,6 +48,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: Tenant of jobs submitted without one (from Python code, the CLI, plain sends, cron).
+DEFAULT_TENANT = "default"
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -86,7 +89,7 @@ class Job(Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     callback_url: Mapped[str | None] = mapped_column(Text)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
-    tenant: Mapped[str] = mapped_column(String(64), default="default")
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

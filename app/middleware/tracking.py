@@ -35,10 +35,11 @@ from app.errors import (
     TrackingUnavailable,
 )
 from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION, AnyMessage, attempts_made
-from app.models import Job, JobEvent
+from app.models import DEFAULT_TENANT, Job, JobEvent
 from app.outbox import mark_published
 from app.retrying_db import run_in_transaction
 from app.states import JobState
+from app.ticks import DUPLICATE_TICK_OPTION, tick_key
 from app.timeutil import utcnow
 from app.transitions import transition
 from app.worker_identity import worker_id
@@ -59,9 +60,14 @@ class _ReturnedValueFilter(logging.Filter):
 
 
 def insert_job_if_absent(
-    session: Session, message: AnyMessage, *, run_at: datetime | None = None
+    session: Session,
+    message: AnyMessage,
+    *,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
 ) -> bool:
-    """Create the row of a message nobody recorded yet; returns whether it was created."""
+    """Create the row of a message nobody recorded yet; returns whether it was created
+    (not when its id, or its idempotency key, is taken)."""
     now = utcnow()
     values = {
         "id": message.message_id,
@@ -74,10 +80,11 @@ def insert_job_if_absent(
         "attempts": 0,
         "max_retries": message.options.get("max_retries"),
         "progress": 0,
-        "tenant": "default",
+        "tenant": DEFAULT_TENANT,
         "created_at": datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
         "updated_at": now,
         "run_at": run_at,
+        "idempotency_key": idempotency_key,
         "last_event_seq": 1,
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -114,9 +121,11 @@ class Tracking(Middleware):
         # marked published once the broker confirmed it.
         eta = message.options.get("eta")
         run_at = datetime.fromtimestamp(eta / 1000, UTC) if eta else None
+        key = tick_key(message)
         try:
             with db.session_scope() as session:
-                insert_job_if_absent(session, message, run_at=run_at)
+                created = insert_job_if_absent(session, message, run_at=run_at, idempotency_key=key)
+                owner = None if created or key is None else _job_with_key(session, key)
         except Exception:
             logger.warning(
                 "Could not record job %s; the worker will create its row.",
@@ -125,6 +134,13 @@ class Tracking(Middleware):
             )
             return
         message.options[TRACKED_OPTION] = True
+        if owner is not None and owner != message.message_id:
+            # Another scheduler sent this tick first: this message runs nothing.
+            logger.info(
+                "Tick %s already has job %s; %s is a duplicate.", key, owner, message.message_id
+            )
+            message.options[DUPLICATE_TICK_OPTION] = owner
+            return
         self._pending_sends().add(message.message_id)
 
     def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
@@ -188,6 +204,13 @@ class Tracking(Middleware):
         """Start the job's next attempt; None when this message must not run (it is skipped
         after the transaction commits, so a cancellation recorded here stands)."""
         job_id = message.message_id
+        if message.options.get(DUPLICATE_TICK_OPTION):
+            logger.info(
+                "Skipping %s: a duplicate of cron tick job %s.",
+                job_id,
+                message.options[DUPLICATE_TICK_OPTION],
+            )
+            return None
         row = session.execute(
             select(Job.state, Job.attempts, Job.cancel_requested_at).where(Job.id == job_id)
         ).one_or_none()
@@ -336,6 +359,12 @@ class Tracking(Middleware):
 
 
 START_KINDS = ("started", "redelivered", "superseded")
+
+
+def _job_with_key(session: Session, key: str) -> str | None:
+    return session.scalar(
+        select(Job.id).where(Job.tenant == DEFAULT_TENANT, Job.idempotency_key == key)
+    )
 
 
 def _last_start(session: Session, job_id: str) -> dict[str, Any]:
