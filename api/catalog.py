@@ -12,8 +12,9 @@ from flask_smorest import Blueprint
 
 from api.auth import authorize, tenant_filter
 from api.schemas import ActorSchema, QueueSchema, ScheduleSchema
-from app.broker import DEFAULT_TIME_LIMIT_MS
+from app.config import load_settings
 from app.middleware.retries import DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF_MS, MAX_BACKOFF_CAP_MS
+from app.middleware.time_limit import DEFAULT_TIME_LIMIT_MS
 from app.queues import queue_stats
 from app.schedules import schedules
 
@@ -37,7 +38,12 @@ def describe(actor: dramatiq.Actor[Any, Any]) -> dict[str, Any]:
         "max_retries": options.get("max_retries", DEFAULT_MAX_RETRIES),
         "min_backoff_ms": options.get("min_backoff", DEFAULT_MIN_BACKOFF_MS),
         "max_backoff_ms": min(options.get("max_backoff", MAX_BACKOFF_CAP_MS), MAX_BACKOFF_CAP_MS),
-        "time_limit_ms": options.get("time_limit", DEFAULT_TIME_LIMIT_MS),
+        "time_limit_ms": int(
+            min(
+                options.get("time_limit", DEFAULT_TIME_LIMIT_MS),
+                load_settings().max_time_limit * 1000,
+            )
+        ),
         "kwargs_schema": _json_schema(options.get("schema")),
     }
 

@@ -18,7 +18,6 @@ from dramatiq.middleware import (
     Middleware,
     Pipelines,
     ShutdownNotifications,
-    TimeLimit,
 )
 
 from app.config import Settings, load_settings
@@ -29,10 +28,8 @@ from app.middleware.job_logging import JobLogging
 from app.middleware.periodic import JobPeriodiq
 from app.middleware.relay import OutboxRelay
 from app.middleware.retries import JobRetries
+from app.middleware.time_limit import CappedTimeLimit
 from app.middleware.tracking import Tracking
-
-#: Default time limit of an attempt; an attempt over it fails as a timeout.
-DEFAULT_TIME_LIMIT_MS = 600_000
 
 
 def build_middleware() -> list[Middleware]:
@@ -45,7 +42,7 @@ def build_middleware() -> list[Middleware]:
     return [
         Tracking(),
         AgeLimit(),
-        TimeLimit(time_limit=DEFAULT_TIME_LIMIT_MS),
+        CappedTimeLimit(),
         ShutdownNotifications(),
         CurrentMessage(),
         Callbacks(),

@@ -63,6 +63,10 @@ class Settings:
     cancel_broadcast: bool = True
     """Whether workers listen on the RabbitMQ fanout exchange for cancellations."""
 
+    max_time_limit: float = 1500.0
+    """Longest an attempt may run, in seconds, whatever its actor's time_limit: below
+    RabbitMQ's consumer_timeout (30 minutes by default), which redelivers longer ones."""
+
     poison_deaths: int = 3
     """Worker deaths while running one message after which it is dead-lettered as poison."""
 

@@ -17,6 +17,10 @@ def _processes(bind: str, worker_processes: int, worker_threads: int) -> dict[st
         "worker": [
             python,
             "-m",
+            "app.cli.single_signal",
+            "--",
+            python,
+            "-m",
             "dramatiq",
             "actors",
             "--processes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import dramatiq
 import pytest
@@ -264,3 +265,23 @@ def test_the_third_death_fails_the_job_as_poison_and_dead_letters_the_message(
     assert message.failed  # so Dramatiq nacks it into the dead-letter queue
     job = get_job(job_id)
     assert (job.state, job.error_type) == ("failed", "PoisonMessage")
+
+
+def test_an_actors_time_limit_is_capped_below_the_consumer_timeout(stub: StubActors) -> None:
+    from app.middleware.time_limit import CappedTimeLimit
+
+    @dramatiq.actor(broker=stub.broker, actor_name="t.endless", time_limit=3_600_000, max_retries=0)
+    def endless() -> None:
+        for _ in range(600):
+            time.sleep(0.05)
+
+    capped = next(m for m in stub.broker.middleware if isinstance(m, CappedTimeLimit))
+    capped.cap_ms = 300  # as JOBSTACK_MAX_TIME_LIMIT=0.3 would
+    started = time.monotonic()
+    with running_worker(stub.broker, threads=1):
+        job = submit(endless)
+        stub.broker.join("default", fail_fast=False)
+
+    assert time.monotonic() - started < 5
+    done = get_job(job.id)
+    assert (done.state, done.error_type) == ("failed", "TimeLimitExceeded")
