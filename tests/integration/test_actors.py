@@ -47,3 +47,9 @@ def stubborn(seconds: float) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
             time.sleep(0.02)
+
+
+@dramatiq.actor(actor_name="tests.step")
+def step(seconds: float) -> None:
+    """A short unit of work, for backlogs."""
+    time.sleep(seconds)
