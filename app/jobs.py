@@ -28,6 +28,7 @@ from app.middleware.retries import DEFAULT_MAX_RETRIES
 from app.models import DEFAULT_TENANT, Job, JobEvent
 from app.states import JobState
 from app.timeutil import utcnow
+from app.uniqueness import find_duplicate, unique_key_for
 
 __all__ = ["JobContext", "current_job", "get_job", "list_events", "list_jobs", "submit"]
 
@@ -109,6 +110,7 @@ def submit(
     if queue_name != resolved.queue_name:
         resolved.broker.declare_queue(queue_name)
 
+    unique_key = unique_key_for(resolved, args, kwargs)
     job = Job(
         id=generate_unique_id(),
         actor=resolved.actor_name,
@@ -124,6 +126,7 @@ def submit(
         progress=0,
         idempotency_key=idempotency_key,
         request_fingerprint=request_fingerprint,
+        unique_key=unique_key,
         correlation_id=correlation_id,
         callback_url=callback_url,
         tenant=tenant,
@@ -137,15 +140,15 @@ def submit(
     own_session = session is None
     active = session if session is not None else db.new_session()
     try:
-        if idempotency_key is not None:
-            existing = _find_by_key(active, tenant, idempotency_key)
-            if existing is not None:
-                return existing
+        existing = _existing(active, resolved, tenant, idempotency_key, unique_key)
+        if existing is not None:
+            return existing
         try:
             with active.begin_nested():
                 active.add_all([job, created])
         except IntegrityError:
-            existing = _find_by_key(active, tenant, idempotency_key) if idempotency_key else None
+            # A concurrent submission took the key first: that job is this one.
+            existing = _existing(active, resolved, tenant, idempotency_key, unique_key)
             if existing is None:
                 raise
             return existing
@@ -163,6 +166,23 @@ def find_by_idempotency_key(tenant: str, key: str) -> Job | None:
     """The job ``tenant`` submitted under idempotency ``key``, if any."""
     with db.session_scope() as session:
         return _find_by_key(session, tenant, key)
+
+
+def _existing(
+    session: Session,
+    actor: Actor[Any, Any],
+    tenant: str,
+    idempotency_key: str | None,
+    unique_key: str | None,
+) -> Job | None:
+    """The job a submission must return instead of creating one, if any."""
+    if idempotency_key is not None:
+        found = _find_by_key(session, tenant, idempotency_key)
+        if found is not None:
+            return found
+    if unique_key is not None:
+        return find_duplicate(session, actor, tenant, unique_key)
+    return None
 
 
 def _find_by_key(session: Session, tenant: str, key: str) -> Job | None:

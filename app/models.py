@@ -48,6 +48,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: SQL condition of the states in which a job holds its unique key.
+ACTIVE_STATES_SQL = (
+    "unique_key IS NOT NULL AND state IN ('scheduled', 'queued', 'running', 'retrying')"
+)
+
 #: Tenant of jobs submitted without one (from Python code, the CLI, plain sends, cron).
 DEFAULT_TENANT = "default"
 
@@ -100,6 +105,9 @@ class Job(Base):
     # Set when cancellation of the running job was requested; workers poll it as the
     # fallback for a missed broadcast.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Hash of actor and arguments for actors declared with unique_for; at most one active
+    # job per key and tenant (a partial unique index).
+    unique_key: Mapped[str | None] = mapped_column(String(64))
     # The seq of the newest job_events row; bumped by every event so seqs never collide.
     last_event_seq: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -109,6 +117,14 @@ class Job(Base):
         Index("ix_jobs_tenant_created_at", "tenant", "created_at", "id"),
         Index("ix_jobs_actor", "actor"),
         Index("ix_jobs_correlation_id", "correlation_id"),
+        Index(
+            "uq_jobs_active_unique_key",
+            "tenant",
+            "unique_key",
+            unique=True,
+            postgresql_where=text(ACTIVE_STATES_SQL),
+            sqlite_where=text(ACTIVE_STATES_SQL),
+        ),
         # The relay's scan: only rows still waiting to be published are indexed.
         Index(
             "ix_jobs_unpublished",
@@ -177,6 +193,23 @@ class ApiToken(Base):
     @property
     def scope_set(self) -> frozenset[str]:
         return frozenset(self.scopes.split(","))
+
+
+class Worker(Base):
+    """A worker process, as its heartbeats last described it."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    running_job_ids: Mapped[list[str]] = mapped_column(JSON)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Lease(Base):

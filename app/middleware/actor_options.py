@@ -6,8 +6,9 @@ from dramatiq.middleware import Middleware
 
 
 class JobstackActorOptions(Middleware):
-    """``public=True`` lets the REST API submit the actor; ``schema`` validates its kwargs."""
+    """``public=True`` lets the REST API submit the actor; ``schema`` validates its kwargs;
+    ``unique_for`` (seconds) and ``unique_key`` make its jobs unique (app.uniqueness)."""
 
     @property
     def actor_options(self) -> set[str]:
-        return {"public", "schema"}
+        return {"public", "schema", "unique_for", "unique_key"}
