@@ -7,15 +7,17 @@ from typing import Any
 import dramatiq
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 from api.auth import authorize, tenant_filter
-from api.schemas import HealthSchema, WorkerHealthSchema, WorkerTaskSchema
+from api.schemas import HealthSchema, WorkerHealthSchema, WorkerSchema, WorkerTaskSchema
 from app import db
+from app.config import load_settings
 from app.jobs import get_job
-from app.models import Job
-from app.queues import broker_reachable, queue_stats
+from app.queues import broker_reachable
 from app.states import JobState
+from app.workers import list_workers
+from app.workers import status as worker_status
 
 blp = Blueprint("health", __name__, description="Health of the API, its database and workers.")
 
@@ -73,24 +75,36 @@ class Readyz(MethodView):
 class WorkerHealth(MethodView):
     @blp.response(200, WorkerHealthSchema)
     def get(self) -> Any:
-        """Whether workers consume the queues; running and finished job counts."""
-        tenant = tenant_filter(authorize("jobs:read"))
-        consumers = sum(stats.consumers for stats in queue_stats(dramatiq.get_broker()))
-        counts = select(Job.state, func.count()).group_by(Job.state)
-        if tenant is not None:
-            counts = counts.where(Job.tenant == tenant)
+        """Live workers (from their heartbeats), jobs running on them and jobs they finished."""
+        authorize("jobs:read")
+        gone_after = load_settings().worker_gone_after
         with db.session_scope() as session:
-            by_state: dict[str, int] = {state: n for state, n in session.execute(counts)}
-        processed = sum(
-            by_state.get(state.value, 0) for state in (JobState.SUCCEEDED, JobState.FAILED)
-        )
+            alive = [w for w in list_workers(session) if worker_status(w, gone_after) == "alive"]
         return {
-            "status": "ok" if consumers else "unavailable",
-            "available": consumers > 0,
-            "consumers": consumers,
-            "active": by_state.get(JobState.RUNNING.value, 0),
-            "processed": processed,
+            "status": "ok" if alive else "unavailable",
+            "available": bool(alive),
+            "workers": len(alive),
+            "active": sum(len(w.running_job_ids) for w in alive),
+            "processed": sum(w.processed for w in alive),
         }
+
+
+@blp.route("/v1/workers")
+class Workers(MethodView):
+    @blp.response(200, WorkerSchema(many=True))
+    def get(self) -> Any:
+        """Every worker process that reported in: queues, running jobs, counts, status."""
+        authorize("admin")
+        gone_after = load_settings().worker_gone_after
+        with db.session_scope() as session:
+            return [
+                {**vars_of(worker), "status": worker_status(worker, gone_after)}
+                for worker in list_workers(session)
+            ]
+
+
+def vars_of(worker: Any) -> dict[str, Any]:
+    return {column.key: getattr(worker, column.key) for column in worker.__table__.columns}
 
 
 @blp.route("/v1/worker/tasks/<string:task_id>")

@@ -118,9 +118,23 @@ class HealthSchema(ma.Schema):
 class WorkerHealthSchema(ma.Schema):
     status = fields.String()
     available = fields.Boolean()
-    consumers = fields.Integer()
+    workers = fields.Integer()
     active = fields.Integer()
     processed = fields.Integer()
+
+
+class WorkerSchema(ma.Schema):
+    id = fields.String()
+    hostname = fields.String()
+    pid = fields.Integer()
+    queues = fields.List(fields.String())
+    started_at = fields.DateTime()
+    last_seen = fields.DateTime()
+    stopped_at = fields.DateTime(allow_none=True)
+    running_job_ids = fields.List(fields.String())
+    processed = fields.Integer()
+    failed = fields.Integer()
+    status = fields.String(metadata={"enum": ["alive", "stopped", "gone"]})
 
 
 class WorkerTaskSchema(ma.Schema):

@@ -24,6 +24,7 @@ from app.config import Settings, load_settings
 from app.jobs import MAX_PRIORITY
 from app.middleware.actor_options import JobstackActorOptions
 from app.middleware.cancellation import Cancellation
+from app.middleware.heartbeat import WorkerHeartbeat
 from app.middleware.job_logging import JobLogging
 from app.middleware.periodic import JobPeriodiq
 from app.middleware.relay import OutboxRelay
@@ -51,6 +52,7 @@ def build_middleware() -> list[Middleware]:
         JobstackActorOptions(),
         JobLogging(),
         OutboxRelay(),
+        WorkerHeartbeat(),
         JobRetries(),
         Cancellation(),
     ]

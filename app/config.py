@@ -67,6 +67,12 @@ class Settings:
     """Longest an attempt may run, in seconds, whatever its actor's time_limit: below
     RabbitMQ's consumer_timeout (30 minutes by default), which redelivers longer ones."""
 
+    heartbeat_interval: float = 10.0
+    """Seconds between two heartbeats of a worker process in the worker registry."""
+
+    worker_gone_after: float = 60.0
+    """A worker silent this many seconds is reported ``gone``."""
+
     poison_deaths: int = 3
     """Worker deaths while running one message after which it is dead-lettered as poison."""
 

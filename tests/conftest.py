@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import delete
 
 from app import db, migrate
-from app.models import ApiToken, Job, JobEvent, Lease
+from app.models import ApiToken, Job, JobEvent, Lease, Worker
 from tests.support.services import postgres_admin_url, reachable, require
 
 TEST_DATABASE = "jobstack_test"
@@ -26,6 +26,7 @@ os.environ.setdefault("JOBSTACK_RELAY_INTERVAL", "0.2")
 os.environ.setdefault("JOBSTACK_RELAY_GRACE", "1")
 os.environ.setdefault("JOBSTACK_RELAY_LEASE", "3")
 os.environ.setdefault("JOBSTACK_DB_RETRY_SECONDS", "5")
+os.environ.setdefault("JOBSTACK_HEARTBEAT_INTERVAL", "0.2")
 # In-process workers must not reformat pytest's own log handlers.
 os.environ.setdefault("JOBSTACK_LOG_FORMAT", "text")
 
@@ -62,6 +63,6 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def clean_db(database_url: str) -> Iterator[str]:
     """The test database, emptied before the test."""
     with db.session_scope() as session:
-        for model in (JobEvent, Job, Lease, ApiToken):
+        for model in (JobEvent, Job, Lease, ApiToken, Worker):
             session.execute(delete(model))
     yield database_url

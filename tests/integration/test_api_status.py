@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import dramatiq
 import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from flask.testing import FlaskClient
 
 from tests.integration.conftest import Tokens
-from tests.support.waiting import wait_for_state
+from tests.support.waiting import wait_for_state, wait_until
 
 ECHO = {"actor": "diagnostics.echo", "kwargs": {"value": 1}}
 
@@ -77,9 +80,12 @@ def test_worker_health_and_task_status_follow_a_real_worker(
     job_id = client.post("/v1/jobs", json=ECHO, headers=tokens.acme).get_json()["id"]
     wait_for_state(job_id)
 
-    health = client.get("/v1/worker/health", headers=tokens.acme).get_json()
-    assert health["available"] is True and health["consumers"] >= 1
-    assert (health["active"], health["processed"]) == (0, 1)
+    def reported() -> Any:
+        health = client.get("/v1/worker/health", headers=tokens.acme).get_json()
+        return health if health["processed"] == 1 else None
+
+    health = wait_until(reported, 5, "the heartbeat after the job")
+    assert (health["available"], health["workers"], health["active"]) == (True, 1, 0)
 
     task = client.get(f"/v1/worker/tasks/{job_id}", headers=tokens.acme).get_json()
     assert task == {
@@ -95,7 +101,7 @@ def test_worker_health_without_workers_reports_unavailable(
     client: FlaskClient, tokens: Tokens, rabbit: RabbitmqBroker
 ) -> None:
     health = client.get("/v1/worker/health", headers=tokens.acme).get_json()
-    assert (health["status"], health["available"], health["consumers"]) == ("unavailable", False, 0)
+    assert (health["status"], health["available"], health["workers"]) == ("unavailable", False, 0)
 
 
 def test_with_the_database_down_requests_get_503_and_readyz_names_it(
@@ -113,3 +119,42 @@ def test_with_the_database_down_requests_get_503_and_readyz_names_it(
     assert ready.status_code == 503 and set(ready.get_json()["errors"]) == {"database"}
     assert listing.status_code == 503
     assert listing.get_json()["message"] == "the job database is unavailable; try again shortly"
+
+
+def test_the_worker_registry_shows_running_jobs_counts_and_status(
+    client: FlaskClient, tokens: Tokens, rabbit: RabbitmqBroker
+) -> None:
+    from sqlalchemy import update
+
+    from app import db
+    from app.models import Worker
+    from app.timeutil import utcnow
+    from tests.support.workers import running_worker
+
+    assert client.get("/v1/workers", headers=tokens.acme).status_code == 403
+    with running_worker(rabbit, threads=2):
+        body = {"actor": "diagnostics.sleep", "kwargs": {"seconds": 1.5}}
+        job_id = client.post("/v1/jobs", json=body, headers=tokens.acme).get_json()["id"]
+
+        def running() -> Any:
+            workers = client.get("/v1/workers", headers=tokens.admin).get_json()
+            return workers if workers and job_id in workers[0]["running_job_ids"] else None
+
+        [worker] = wait_until(running, 5, "the job in the worker's heartbeat")
+        assert worker["status"] == "alive"
+        assert {"critical", "default", "low"} <= set(worker["queues"])
+        wait_for_state(job_id)
+
+    [stopped] = client.get("/v1/workers", headers=tokens.admin).get_json()
+    assert (stopped["status"], stopped["processed"], stopped["running_job_ids"]) == (
+        "stopped",
+        1,
+        [],
+    )
+
+    with db.session_scope() as session:
+        session.execute(
+            update(Worker).values(stopped_at=None, last_seen=utcnow() - timedelta(seconds=61))
+        )
+    [silent] = client.get("/v1/workers", headers=tokens.admin).get_json()
+    assert silent["status"] == "gone"
