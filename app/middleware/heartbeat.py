@@ -36,6 +36,9 @@ class WorkerHeartbeat(Middleware):
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self._started_at = utcnow()
+        with self._lock:  # A new worker on this broker starts its own counts.
+            self._running.clear()
+            self._processed = self._failed = 0
         self._stop_event.clear()
         self._thread = threading.Thread(
             target=self._beat_forever, name="jobstack-heartbeat", daemon=True
@@ -48,6 +51,7 @@ class WorkerHeartbeat(Middleware):
             self._thread.join(timeout=5)
         try:
             with db.session_scope() as session:
+                record_beat(session, self._beat())  # the final counts
                 record_stop(session, worker_id())
         except Exception:
             logger.warning("Could not record this worker's stop.", exc_info=True)
