@@ -27,7 +27,7 @@ OPENAPI_CONFIG = {
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the API; ``config`` overrides Flask settings (tests)."""
     import actors  # noqa: F401  (the API submits to the actors registered on the broker)
-    from api import catalog, correlation, events, health, jobs
+    from api import catalog, correlation, dead_letters, events, health, jobs
     from api.errors import JobstackApi, register_domain_errors
 
     app = Flask(__name__)
@@ -47,6 +47,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if request.method in {"POST", "PUT", "PATCH"} and has_body and not request.is_json:
             abort(415, message="send the body as JSON with 'Content-Type: application/json'")
 
-    for blueprint in (jobs.blp, events.blp, catalog.blp, health.blp):
+    for blueprint in (jobs.blp, events.blp, catalog.blp, dead_letters.blp, health.blp):
         api.register_blueprint(blueprint)
     return app

@@ -143,3 +143,32 @@ class WorkerTaskSchema(ma.Schema):
     state = fields.String()
     result = fields.Raw(allow_none=True)
     error = fields.String(allow_none=True)
+
+
+class DeadLetterQuerySchema(ma.Schema):
+    actor = fields.String(validate=validate.Length(1, 255))
+    queue = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,200}$"))
+    error_type = fields.String(validate=validate.Length(1, 255))
+    failed_after = fields.AwareDateTime()
+    failed_before = fields.AwareDateTime()
+    limit = fields.Integer(load_default=1000, validate=validate.Range(1, 10_000))
+
+
+class RedriveSchema(DeadLetterQuerySchema):
+    dry_run = fields.Boolean(load_default=False)
+
+
+class DeadLetterSchema(ma.Schema):
+    job_id = fields.String()
+    actor = fields.String()
+    queue = fields.String()
+    job_state = fields.String(allow_none=True)
+    error_type = fields.String(allow_none=True)
+    error_message = fields.String(allow_none=True)
+    failed_at = fields.DateTime(allow_none=True)
+
+
+class RedriveResultSchema(ma.Schema):
+    dry_run = fields.Boolean()
+    count = fields.Integer()
+    items = fields.List(fields.Nested(DeadLetterSchema))

@@ -6,6 +6,7 @@ import click
 
 from app.cli.api import api_command
 from app.cli.db import db_group
+from app.cli.dlq import dlq_group
 from app.cli.jobs import jobs_group, submit_command
 from app.cli.tokens import tokens_group
 from app.cli.up import up_command
@@ -24,3 +25,4 @@ main.add_command(jobs_group)
 main.add_command(up_command)
 main.add_command(tokens_group)
 main.add_command(api_command)
+main.add_command(dlq_group)

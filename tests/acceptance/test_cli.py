@@ -11,7 +11,7 @@ from actors import diagnostics
 from app.jobs import get_job, list_events, submit
 from app.states import JobState
 from tests.acceptance.conftest import WorkerProcess, jobstack
-from tests.support.waiting import wait_for_state
+from tests.support.waiting import wait_for_state, wait_until
 
 
 def test_the_dramatiq_cli_processes_submitted_jobs(
@@ -120,3 +120,26 @@ def test_a_message_that_kills_its_worker_three_times_is_dead_lettered_as_poison(
     assert last.process.poll() is None  # This worker lives on.
     broker = real_broker()
     assert broker.get_queue_message_counts("default")[2] == 1  # in default.XQ
+
+
+def test_jobstack_dlq_lists_and_redrives_dead_letters(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker()
+    job = submit("diagnostics.fail", kwargs={"times": 1}, max_retries=0)
+    assert wait_for_state(job.id, timeout=20).state == "failed"
+
+    def listed() -> list[dict[str, object]]:
+        out = jobstack("dlq", "list", "--actor", "diagnostics.fail").stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    [letter] = wait_until(listed, 10, "the dead letter")
+    assert (letter["job_id"], letter["error_type"]) == (job.id, "RuntimeError")
+
+    dry = jobstack("dlq", "redrive", "--dry-run")
+    assert "found 1 dead letter(s)" in dry.stderr
+    assert get_job(job.id).state == "failed"
+
+    done = jobstack("dlq", "redrive", "--error-type", "RuntimeError")
+    assert done.returncode == 0 and "re-drove 1 dead letter(s)" in done.stderr
+    assert wait_for_state(job.id, timeout=20).state == "succeeded"
