@@ -1,0 +1,1 @@
+"""Ingestion of uploaded Splunk configuration archives: safe extraction and parsing."""
