@@ -24,10 +24,14 @@ OPENAPI_CONFIG = {
 }
 
 
+#: Endpoints that take multipart file uploads instead of JSON.
+UPLOAD_ENDPOINTS = {"ingest.Uploads"}
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the API; ``config`` overrides Flask settings (tests)."""
     import actors  # noqa: F401  (the API submits to the actors registered on the broker)
-    from api import catalog, correlation, dead_letters, events, health, jobs
+    from api import catalog, correlation, dead_letters, events, health, ingest, jobs
     from api.errors import JobstackApi, register_domain_errors
 
     app = Flask(__name__)
@@ -39,14 +43,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_domain_errors(app)
     correlation.init_app(app)
 
+    upload_limit = load_settings().upload_max_bytes
+
     @app.before_request
     def _json_bodies_only() -> None:
+        if request.endpoint in UPLOAD_ENDPOINTS:
+            # Archives are multipart uploads, with their own (larger) size limit.
+            request.max_content_length = upload_limit
+            if request.mimetype != "multipart/form-data":
+                abort(415, message="send the file as multipart/form-data")
+            return
         has_body = bool(request.content_length) or "chunked" in request.headers.get(
             "Transfer-Encoding", ""
         )
         if request.method in {"POST", "PUT", "PATCH"} and has_body and not request.is_json:
             abort(415, message="send the body as JSON with 'Content-Type: application/json'")
 
-    for blueprint in (jobs.blp, events.blp, catalog.blp, dead_letters.blp, health.blp):
+    blueprints = (jobs.blp, events.blp, catalog.blp, dead_letters.blp, ingest.blp, health.blp)
+    for blueprint in blueprints:
         api.register_blueprint(blueprint)
     return app

@@ -172,3 +172,49 @@ class RedriveResultSchema(ma.Schema):
     dry_run = fields.Boolean()
     count = fields.Integer()
     items = fields.List(fields.Nested(DeadLetterSchema))
+
+
+class RunSchema(ma.Schema):
+    id = fields.String()
+    kind = fields.String()
+    label = fields.String(allow_none=True)
+    file_name = fields.String()
+    sha256 = fields.String()
+    size_bytes = fields.Integer()
+    status = fields.String(
+        metadata={"enum": ["pending", "stored", "parsing", "complete", "failed"]}
+    )
+    job_id = fields.String(allow_none=True)
+    files_total = fields.Integer()
+    files_parsed = fields.Integer()
+    stanza_count = fields.Integer()
+    error = fields.String(allow_none=True)
+    tenant = fields.String()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class RunListQuerySchema(ma.Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+
+
+class StanzaSchema(ma.Schema):
+    id = fields.Integer()
+    app = fields.String()
+    path = fields.String()
+    conf = fields.String()
+    stanza = fields.String()
+    settings = fields.Dict(keys=fields.String(), values=fields.String())
+    line = fields.Integer()
+
+
+class StanzaQuerySchema(ma.Schema):
+    conf = fields.String(validate=validate.Length(1, 255))
+    stanza = fields.String(validate=validate.Length(1, 1000))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = fields.String(validate=validate.Length(1, 100))
+
+
+class StanzaPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(StanzaSchema))
+    next_cursor = fields.String(allow_none=True)

@@ -82,6 +82,18 @@ class Settings:
     retention_batch: int = 1000
     """Jobs deleted per transaction when pruning."""
 
+    upload_max_bytes: int = 100 * 1024 * 1024
+    """Largest uploaded file accepted (POST /v1/uploads); larger ones get 413."""
+
+    archive_max_members: int = 10_000
+    """Most members an uploaded archive may have."""
+
+    archive_max_bytes: int = 512 * 1024 * 1024
+    """Most bytes an uploaded archive may extract to."""
+
+    archive_max_ratio: float = 100.0
+    """Highest compression ratio accepted (beyond it: a decompression bomb)."""
+
     api_max_body_bytes: int = 1_048_576
     """Largest request body the REST API accepts; larger ones get 413."""
 

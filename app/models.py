@@ -212,6 +212,49 @@ class Worker(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class IngestionRun(Base):
+    """One uploaded configuration archive and the parsing of it."""
+
+    __tablename__ = "ingestion_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    kind: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str | None] = mapped_column(String(255))
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    files_total: Mapped[int] = mapped_column(Integer, default=0)
+    files_parsed: Mapped[int] = mapped_column(Integer, default=0)
+    stanza_count: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_ingestion_runs_tenant_created_at", "tenant", "created_at"),)
+
+
+class ConfStanza(Base):
+    """A stanza of a .conf file of an ingestion run, with its settings."""
+
+    __tablename__ = "conf_stanzas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("ingestion_runs.id", ondelete="CASCADE")
+    )
+    app: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(1024))
+    conf: Mapped[str] = mapped_column(String(255))
+    stanza: Mapped[str] = mapped_column(Text)
+    settings: Mapped[dict[str, str]] = mapped_column(JSON)
+    line: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_conf_stanzas_run_id_conf", "run_id", "conf", "id"),)
+
+
 class Lease(Base):
     """A named lease that lets one process at a time run a singleton (the outbox relay)."""
 

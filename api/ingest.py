@@ -1,0 +1,141 @@
+"""/v1/uploads and /v1/runs: configuration archives and the stanzas parsed from them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from flask import request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from api.auth import authorize, tenant_filter
+from api.schemas import RunListQuerySchema, RunSchema, StanzaPageSchema, StanzaQuerySchema
+from app import db
+from app.ingest.runs import KINDS, create_run
+from app.models import ConfStanza, IngestionRun
+from app.storage import TooLarge
+
+blp = Blueprint("ingest", __name__, url_prefix="/v1", description="Configuration archives.")
+
+UPLOAD_FORM = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "type"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "type": {"type": "string", "enum": list(KINDS)},
+                    "label": {"type": "string", "maxLength": 255},
+                },
+            }
+        }
+    },
+}
+
+
+def _get_run(run_id: str, tenant: str | None) -> IngestionRun:
+    with db.session_scope() as session:
+        run = session.get(IngestionRun, run_id)
+    if run is None or (tenant is not None and run.tenant != tenant):
+        abort(404, message=f"no run with id {run_id}")
+    assert run is not None
+    return run
+
+
+@blp.route("/uploads")
+class Uploads(MethodView):
+    @blp.doc(requestBody=UPLOAD_FORM)
+    @blp.response(202, RunSchema, description="Stored; parsing is queued.")
+    def post(self) -> Any:
+        """Upload a .tar, .tar.gz/.tgz or .zip of Splunk configuration to be parsed."""
+        principal = authorize("jobs:write")
+        upload = request.files.get("file")
+        kind = request.form.get("type", "")
+        label = request.form.get("label") or None
+        errors: dict[str, list[str]] = {}
+        if upload is None or not upload.filename:
+            errors["file"] = ["attach the archive as the multipart field 'file'"]
+        if kind not in KINDS:
+            errors["type"] = [f"must be one of {', '.join(KINDS)}"]
+        if label is not None and len(label) > 255:
+            errors["label"] = ["at most 255 characters"]
+        if errors:
+            abort(422, errors={"form": errors})
+        assert upload is not None and upload.filename
+        try:
+            run = create_run(
+                upload.stream,
+                file_name=upload.filename[-255:],
+                kind=kind,
+                label=label,
+                tenant=principal.tenant,
+            )
+        except TooLarge as error:
+            abort(413, message=str(error))
+        return run, {"Location": url_for("ingest.Run", run_id=run.id)}
+
+
+@blp.route("/runs")
+class Runs(MethodView):
+    @blp.arguments(RunListQuerySchema, location="query")
+    @blp.response(200, RunSchema(many=True))
+    def get(self, query: dict[str, Any]) -> Any:
+        """The newest ingestion runs."""
+        tenant = tenant_filter(authorize("jobs:read"))
+        statement = (
+            select(IngestionRun).order_by(IngestionRun.created_at.desc()).limit(query["limit"])
+        )
+        if tenant is not None:
+            statement = statement.where(IngestionRun.tenant == tenant)
+        with db.session_scope() as session:
+            return list(session.scalars(statement))
+
+
+@blp.route("/runs/<string:run_id>")
+class Run(MethodView):
+    @blp.response(200, RunSchema)
+    def get(self, run_id: str) -> Any:
+        """A run: status, file and stanza counts, its job, its error."""
+        return _get_run(run_id, tenant_filter(authorize("jobs:read")))
+
+
+@blp.route("/runs/<string:run_id>/stanzas")
+class RunStanzas(MethodView):
+    @blp.arguments(StanzaQuerySchema, location="query")
+    @blp.response(200, StanzaPageSchema)
+    def get(self, query: dict[str, Any], run_id: str) -> Any:
+        """The run's stanzas in file order; filter by ``conf`` and ``stanza``."""
+        _get_run(run_id, tenant_filter(authorize("jobs:read")))
+        statement = select(ConfStanza).where(ConfStanza.run_id == run_id).order_by(ConfStanza.id)
+        if "conf" in query:
+            statement = statement.where(ConfStanza.conf == query["conf"])
+        if "stanza" in query:
+            statement = statement.where(ConfStanza.stanza == query["stanza"])
+        if "cursor" in query:
+            statement = statement.where(ConfStanza.id > _decode(query["cursor"]))
+        limit = query["limit"]
+        with db.session_scope() as session:
+            rows = list(session.scalars(statement.limit(limit + 1)))
+        items = rows[:limit]
+        more = len(rows) > limit
+        return {"items": items, "next_cursor": _encode(items[-1].id) if more else None}
+
+
+def _encode(stanza_id: int) -> str:
+    return base64.urlsafe_b64encode(f"s{stanza_id}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("s"):
+            raise ValueError(cursor)
+        return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        abort(422, errors={"query": {"cursor": ["not a cursor returned by this API"]}})
+        raise

@@ -1,0 +1,165 @@
+"""Configuration archives end to end: upload over the API, parse on a real worker."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pika
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from flask.testing import FlaskClient
+
+from app.ingest import runs
+from app.ingest.conf_parser import parse_conf
+from app.jobs import get_job
+from tests.integration.conftest import Tokens
+from tests.support.waiting import wait_for_state, wait_until
+from tests.support.workers import running_worker
+
+SPLUNK_TA = Path(__file__).resolve().parents[3] / "shared/data/splunk/Splunk_TA_paloalto"
+
+
+@pytest.fixture(autouse=True)
+def _storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBSTACK_STORAGE_DIR", str(tmp_path / "storage"))
+
+
+def _add_on_tgz() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(SPLUNK_TA, arcname="Splunk_TA_paloalto")
+    return buffer.getvalue()
+
+
+def _upload(
+    client: FlaskClient, tokens: Tokens, data: bytes, name: str = "ta.tgz", kind: str = "app"
+) -> Any:
+    return client.post(
+        "/v1/uploads",
+        data={"file": (io.BytesIO(data), name), "type": kind, "label": "test"},
+        headers=tokens.acme,
+        content_type="multipart/form-data",
+    )
+
+
+def _run_when_finished(client: FlaskClient, tokens: Tokens, run_id: str) -> Any:
+    def finished() -> Any:
+        run = client.get(f"/v1/runs/{run_id}", headers=tokens.acme).get_json()
+        return run if run["status"] in ("complete", "failed") else None
+
+    return wait_until(finished, 30, f"run {run_id} to finish")
+
+
+def _expected_stanzas() -> dict[str, list[str]]:
+    return {
+        path.stem: [s.name for s in parse_conf(path.read_text().splitlines())]
+        for path in sorted((SPLUNK_TA / "default").glob("*.conf"))
+    }
+
+
+def test_an_uploaded_add_on_is_parsed_into_its_stanzas(
+    client: FlaskClient, tokens: Tokens, worker: dramatiq.Worker
+) -> None:
+    response = _upload(client, tokens, _add_on_tgz())
+    assert response.status_code == 202
+    created = response.get_json()
+    assert (created["status"], created["kind"], created["file_name"]) == ("stored", "app", "ta.tgz")
+    assert response.headers["Location"].endswith(f"/v1/runs/{created['id']}")
+
+    run = _run_when_finished(client, tokens, created["id"])
+    expected = _expected_stanzas()
+    assert run["status"] == "complete", run["error"]
+    assert (run["files_total"], run["files_parsed"]) == (len(expected), len(expected))
+    assert run["stanza_count"] == sum(len(names) for names in expected.values())
+    assert get_job(run["job_id"]).state == "succeeded"
+
+    page = client.get(
+        f"/v1/runs/{run['id']}/stanzas?conf=props&stanza=pan_log", headers=tokens.acme
+    ).get_json()
+    [pan_log] = page["items"]
+    assert (pan_log["app"], pan_log["path"]) == (
+        "Splunk_TA_paloalto",
+        "Splunk_TA_paloalto/default/props.conf",
+    )
+    assert pan_log["settings"]["TIME_PREFIX"] == "^(?:[^,]*,){5}"
+
+    seen: list[tuple[str, str]] = []
+    cursor = ""
+    while True:
+        url = f"/v1/runs/{run['id']}/stanzas?limit=40" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url, headers=tokens.acme).get_json()
+        seen += [(item["conf"], item["stanza"]) for item in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert sorted(seen) == sorted(
+        (conf, name) for conf, names in expected.items() for name in names
+    )
+
+    # Parsing again replaces the run's stanzas: the same count, no duplicates.
+    runs.parse_run(run["id"])
+    again = client.get(f"/v1/runs/{run['id']}", headers=tokens.acme).get_json()
+    assert again["stanza_count"] == run["stanza_count"]
+    assert client.get(f"/v1/runs/{run['id']}", headers=tokens.globex).status_code == 404
+
+
+def test_a_hostile_archive_fails_its_run_naming_the_member(
+    client: FlaskClient, tokens: Tokens, worker: dramatiq.Worker, tmp_path: Path
+) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("app/../../escaped.conf")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"x = 1\n"))
+
+    run = _run_when_finished(
+        client, tokens, _upload(client, tokens, buffer.getvalue()).get_json()["id"]
+    )
+
+    assert run["status"] == "failed"
+    assert "'app/../../escaped.conf'" in run["error"] and "'..'" in run["error"]
+    job = wait_for_state(run["job_id"])
+    assert (job.state, job.error_type, job.attempts) == ("failed", "UnsafeArchive", 1)
+    assert not (tmp_path.parent / "escaped.conf").exists()
+
+
+def test_an_upload_succeeds_with_the_broker_down_and_is_parsed_later(
+    client: FlaskClient, tokens: Tokens, rabbit: RabbitmqBroker
+) -> None:
+    reachable = rabbit.parameters
+    rabbit.parameters = pika.URLParameters("amqp://guest:guest@127.0.0.1:1/%2F")
+    del rabbit.connection
+    try:
+        response = _upload(client, tokens, _add_on_tgz())
+    finally:
+        rabbit.parameters = reachable
+        del rabbit.connection
+    assert response.status_code == 202
+    run_id = response.get_json()["id"]
+    assert get_job(response.get_json()["job_id"]).published_at is None
+
+    with running_worker(rabbit):
+        assert _run_when_finished(client, tokens, run_id)["status"] == "complete"
+
+
+def test_bad_uploads_are_refused(
+    client: FlaskClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = client.post(
+        "/v1/uploads", data={"type": "app"}, headers=tokens.acme, content_type="multipart/form-data"
+    )
+    assert missing.status_code == 422 and "file" in missing.get_json()["errors"]["form"]
+    wrong = _upload(client, tokens, b"x", kind="tarball")
+    assert wrong.status_code == 422 and "type" in wrong.get_json()["errors"]["form"]
+    as_json = client.post("/v1/uploads", json={"type": "app"}, headers=tokens.acme)
+    assert as_json.status_code == 415
+
+    from api import create_app
+
+    monkeypatch.setenv("JOBSTACK_UPLOAD_MAX_BYTES", "1000")
+    small = create_app({"TESTING": True}).test_client()
+    too_big = _upload(small, tokens, b"x" * 5000)
+    assert too_big.status_code == 413
