@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test services lint typing clean
+.PHONY: install run test services lint typing clean bench-datasets
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ run: install
 test: install
 	infra/scripts/ensure-services rabbitmq postgres
 	$(BIN)/tox
+
+# A 1,000,000-row dataset load, kept out of the normal test run.
+bench-datasets: install
+	infra/scripts/ensure-services rabbitmq postgres
+	JOBSTACK_TEST_DB=$${JOBSTACK_TEST_DB:-postgres} $(BIN)/pytest -m bench -s tests/bench
 
 lint: install
 	$(BIN)/tox -e lint

@@ -25,13 +25,13 @@ OPENAPI_CONFIG = {
 
 
 #: Endpoints that take multipart file uploads instead of JSON.
-UPLOAD_ENDPOINTS = {"ingest.Uploads"}
+UPLOAD_ENDPOINTS = {"ingest.Uploads", "datasets.DatasetUpload"}
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the API; ``config`` overrides Flask settings (tests)."""
     import actors  # noqa: F401  (the API submits to the actors registered on the broker)
-    from api import catalog, correlation, dead_letters, events, health, ingest, jobs
+    from api import catalog, correlation, datasets, dead_letters, events, health, ingest, jobs
     from api.errors import JobstackApi, register_domain_errors
 
     app = Flask(__name__)
@@ -59,7 +59,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if request.method in {"POST", "PUT", "PATCH"} and has_body and not request.is_json:
             abort(415, message="send the body as JSON with 'Content-Type: application/json'")
 
-    blueprints = (jobs.blp, events.blp, catalog.blp, dead_letters.blp, ingest.blp, health.blp)
+    blueprints = (
+        jobs.blp,
+        events.blp,
+        catalog.blp,
+        dead_letters.blp,
+        ingest.blp,
+        datasets.blp,
+        health.blp,
+    )
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
     return app

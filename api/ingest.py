@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from flask import request, url_for
@@ -12,6 +10,7 @@ from flask_smorest import Blueprint, abort
 from sqlalchemy import select
 
 from api.auth import authorize, tenant_filter
+from api.pagination import decode_id_cursor, encode_id_cursor
 from api.schemas import RunListQuerySchema, RunSchema, StanzaPageSchema, StanzaQuerySchema
 from app import db
 from app.ingest.runs import KINDS, create_run
@@ -117,25 +116,10 @@ class RunStanzas(MethodView):
         if "stanza" in query:
             statement = statement.where(ConfStanza.stanza == query["stanza"])
         if "cursor" in query:
-            statement = statement.where(ConfStanza.id > _decode(query["cursor"]))
+            statement = statement.where(ConfStanza.id > decode_id_cursor(query["cursor"]))
         limit = query["limit"]
         with db.session_scope() as session:
             rows = list(session.scalars(statement.limit(limit + 1)))
         items = rows[:limit]
         more = len(rows) > limit
-        return {"items": items, "next_cursor": _encode(items[-1].id) if more else None}
-
-
-def _encode(stanza_id: int) -> str:
-    return base64.urlsafe_b64encode(f"s{stanza_id}".encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("s"):
-            raise ValueError(cursor)
-        return int(text[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        abort(422, errors={"query": {"cursor": ["not a cursor returned by this API"]}})
-        raise
+        return {"items": items, "next_cursor": encode_id_cursor(items[-1].id) if more else None}

@@ -28,3 +28,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         abort(422, errors={"query": {"cursor": ["not a cursor returned by this API"]}})
     return moment, job_id
+
+
+def encode_id_cursor(row_id: int) -> str:
+    """An opaque cursor after an integer row id (ascending listings)."""
+    return base64.urlsafe_b64encode(f"i{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_id_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("i"):
+            raise ValueError(cursor)
+        return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        abort(422, errors={"query": {"cursor": ["not a cursor returned by this API"]}})
+        raise

@@ -218,3 +218,44 @@ class StanzaQuerySchema(ma.Schema):
 class StanzaPageSchema(ma.Schema):
     items = fields.List(fields.Nested(StanzaSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class DatasetSchema(ma.Schema):
+    id = fields.String()
+    country = fields.String()
+    year = fields.Integer(allow_none=True)
+    file_name = fields.String()
+    sha256 = fields.String()
+    size_bytes = fields.Integer()
+    status = fields.String(metadata={"enum": ["pending", "processing", "completed", "failed"]})
+    job_id = fields.String(allow_none=True)
+    rows = fields.Integer()
+    seconds = fields.Float(allow_none=True)
+    rows_per_second = fields.Float(allow_none=True)
+    error = fields.String(allow_none=True)
+    tenant = fields.String()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class NameSchema(ma.Schema):
+    name = fields.String()
+    sex = fields.String()
+    count = fields.Integer()
+    year = fields.Integer()
+    country = fields.String()
+    dataset_id = fields.String()
+
+
+class NameQuerySchema(ma.Schema):
+    name = fields.String(validate=validate.Length(1, 100))
+    year = fields.Integer(validate=validate.Range(1800, 3000))
+    sex = fields.String(validate=validate.OneOf(["F", "M"]))
+    country = fields.String(validate=validate.Length(2, 8))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = fields.String(validate=validate.Length(1, 100))
+
+
+class NamePageSchema(ma.Schema):
+    items = fields.List(fields.Nested(NameSchema))
+    next_cursor = fields.String(allow_none=True)

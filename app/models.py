@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -253,6 +254,49 @@ class ConfStanza(Base):
     line: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_conf_stanzas_run_id_conf", "run_id", "conf", "id"),)
+
+
+class Dataset(Base):
+    """An uploaded baby-name dataset file and its loading."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    country: Mapped[str] = mapped_column(String(8))
+    year: Mapped[int | None] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    rows_per_second: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class NameRecord(Base):
+    """One line of a dataset: how many babies of a sex got a name in a year and country."""
+
+    __tablename__ = "name_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("datasets.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    sex: Mapped[str] = mapped_column(String(1))
+    count: Mapped[int] = mapped_column(Integer)
+    year: Mapped[int] = mapped_column(Integer)
+    country: Mapped[str] = mapped_column(String(8))
+
+    __table_args__ = (
+        Index("ix_name_records_name_year", "name", "year", "sex", "country"),
+        Index("ix_name_records_dataset_id", "dataset_id"),
+    )
 
 
 class Lease(Base):

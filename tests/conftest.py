@@ -15,7 +15,17 @@ import pytest
 from sqlalchemy import delete
 
 from app import db, migrate
-from app.models import ApiToken, Job, JobEvent, Lease, Worker
+from app.models import (
+    ApiToken,
+    ConfStanza,
+    Dataset,
+    IngestionRun,
+    Job,
+    JobEvent,
+    Lease,
+    NameRecord,
+    Worker,
+)
 from tests.support.services import postgres_admin_url, reachable, require
 
 TEST_DATABASE = "jobstack_test"
@@ -63,6 +73,16 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def clean_db(database_url: str) -> Iterator[str]:
     """The test database, emptied before the test."""
     with db.session_scope() as session:
-        for model in (JobEvent, Job, Lease, ApiToken, Worker):
+        for model in (
+            ConfStanza,
+            IngestionRun,
+            NameRecord,
+            Dataset,
+            JobEvent,
+            Job,
+            Lease,
+            ApiToken,
+            Worker,
+        ):
             session.execute(delete(model))
     yield database_url

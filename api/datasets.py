@@ -1,0 +1,120 @@
+"""/v1/datasets and /v1/names: baby-name dataset files and the records loaded from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from api.auth import authorize, tenant_filter
+from api.pagination import decode_id_cursor, encode_id_cursor
+from api.schemas import DatasetSchema, NamePageSchema, NameQuerySchema
+from app import db
+from app.datasets.loading import create_dataset, queue_reprocess
+from app.datasets.parsers import PARSERS
+from app.models import Dataset, NameRecord
+from app.storage import TooLarge
+
+blp = Blueprint("datasets", __name__, url_prefix="/v1", description="Baby-name datasets.")
+
+UPLOAD_FORM = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "country"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "country": {"type": "string", "enum": sorted(PARSERS)},
+                },
+            }
+        }
+    },
+}
+
+
+def _get(dataset_id: str, tenant: str | None) -> Dataset:
+    with db.session_scope() as session:
+        dataset = session.get(Dataset, dataset_id)
+    if dataset is None or (tenant is not None and dataset.tenant != tenant):
+        abort(404, message=f"no dataset with id {dataset_id}")
+    assert dataset is not None
+    return dataset
+
+
+@blp.route("/datasets/upload")
+class DatasetUpload(MethodView):
+    @blp.doc(requestBody=UPLOAD_FORM)
+    @blp.response(202, DatasetSchema, description="Stored; loading is queued.")
+    def post(self) -> Any:
+        """Upload a dataset file (e.g. ``yob2023.txt`` for ``US``) to be loaded."""
+        principal = authorize("jobs:write")
+        upload = request.files.get("file")
+        country = request.form.get("country", "")
+        errors: dict[str, list[str]] = {}
+        if upload is None or not upload.filename:
+            errors["file"] = ["attach the dataset as the multipart field 'file'"]
+        if country not in PARSERS:
+            errors["country"] = [f"must be one of {', '.join(sorted(PARSERS))}"]
+        if errors:
+            abort(422, errors={"form": errors})
+        assert upload is not None and upload.filename
+        try:
+            dataset = create_dataset(
+                upload.stream,
+                file_name=upload.filename[-255:],
+                country=country,
+                tenant=principal.tenant,
+            )
+        except TooLarge as error:
+            abort(413, message=str(error))
+        return dataset, {"Location": url_for("datasets.DatasetView", dataset_id=dataset.id)}
+
+
+@blp.route("/datasets/<string:dataset_id>")
+class DatasetView(MethodView):
+    @blp.response(200, DatasetSchema)
+    def get(self, dataset_id: str) -> Any:
+        """A dataset: status, year, rows loaded, seconds, rows per second, error."""
+        return _get(dataset_id, tenant_filter(authorize("jobs:read")))
+
+
+@blp.route("/datasets/<string:dataset_id>/reprocess")
+class DatasetReprocess(MethodView):
+    @blp.response(202, DatasetSchema)
+    def post(self, dataset_id: str) -> Any:
+        """Load the dataset again; its records are replaced atomically."""
+        principal = authorize("jobs:write")
+        dataset = _get(dataset_id, tenant_filter(principal))
+        return queue_reprocess(dataset.id, dataset.tenant)
+
+
+@blp.route("/names")
+class Names(MethodView):
+    @blp.arguments(NameQuerySchema, location="query")
+    @blp.response(200, NamePageSchema)
+    def get(self, query: dict[str, Any]) -> Any:
+        """Name records, filtered by name, year, sex and country."""
+        tenant = tenant_filter(authorize("jobs:read"))
+        statement = select(NameRecord).order_by(NameRecord.id)
+        if tenant is not None:
+            statement = statement.join(Dataset, Dataset.id == NameRecord.dataset_id).where(
+                Dataset.tenant == tenant
+            )
+        for column in ("name", "year", "sex", "country"):
+            if column in query:
+                statement = statement.where(getattr(NameRecord, column) == query[column])
+        if "cursor" in query:
+            statement = statement.where(NameRecord.id > decode_id_cursor(query["cursor"]))
+        limit = query["limit"]
+        with db.session_scope() as session:
+            rows = list(session.scalars(statement.limit(limit + 1)))
+        items = rows[:limit]
+        return {
+            "items": items,
+            "next_cursor": encode_id_cursor(items[-1].id) if len(rows) > limit else None,
+        }

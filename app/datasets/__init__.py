@@ -1,0 +1,1 @@
+"""Baby-name datasets: parsers per country, and loading records in batches."""
