@@ -7,13 +7,21 @@ from typing import Any
 import dramatiq
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from api.auth import authorize, tenant_filter
-from api.schemas import HealthSchema, WorkerHealthSchema, WorkerSchema, WorkerTaskSchema
+from api.schemas import (
+    HealthCheckSchema,
+    HealthHistoryQuerySchema,
+    HealthSchema,
+    WorkerHealthSchema,
+    WorkerSchema,
+    WorkerTaskSchema,
+)
 from app import db
 from app.config import load_settings
 from app.jobs import get_job
+from app.models import HealthCheck
 from app.queues import broker_reachable
 from app.states import JobState
 from app.workers import list_workers
@@ -120,3 +128,18 @@ class WorkerTask(MethodView):
             "result": job.result,
             "error": job.error_message,
         }
+
+
+@blp.route("/v1/health/history")
+class HealthHistory(MethodView):
+    @blp.arguments(HealthHistoryQuerySchema, location="query")
+    @blp.response(200, HealthCheckSchema(many=True))
+    def get(self, query: dict[str, Any]) -> Any:
+        """The periodic health checks, newest first."""
+        authorize("jobs:read")
+        with db.session_scope() as session:
+            return list(
+                session.scalars(
+                    select(HealthCheck).order_by(HealthCheck.at.desc()).limit(query["limit"])
+                )
+            )

@@ -259,3 +259,18 @@ class NameQuerySchema(ma.Schema):
 class NamePageSchema(ma.Schema):
     items = fields.List(fields.Nested(NameSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class HealthCheckSchema(ma.Schema):
+    at = fields.DateTime()
+    ok = fields.Boolean()
+    api_ok = fields.Boolean()
+    api_detail = fields.String(allow_none=True)
+    database_ok = fields.Boolean()
+    database_detail = fields.String(allow_none=True)
+    broker_ok = fields.Boolean()
+    broker_detail = fields.String(allow_none=True)
+
+
+class HealthHistoryQuerySchema(ma.Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))

@@ -82,6 +82,9 @@ class Settings:
     retention_batch: int = 1000
     """Jobs deleted per transaction when pruning."""
 
+    api_url: str = "http://127.0.0.1:8000"
+    """Where the periodic health check finds the API (it requests /readyz)."""
+
     upload_max_bytes: int = 100 * 1024 * 1024
     """Largest uploaded file accepted (POST /v1/uploads); larger ones get 413."""
 

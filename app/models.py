@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -297,6 +298,32 @@ class NameRecord(Base):
         Index("ix_name_records_name_year", "name", "year", "sex", "country"),
         Index("ix_name_records_dataset_id", "dataset_id"),
     )
+
+
+class HealthCheck(Base):
+    """One run of the periodic health check: the API, the database and the broker."""
+
+    __tablename__ = "health_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    api_ok: Mapped[bool] = mapped_column(Boolean)
+    api_detail: Mapped[str | None] = mapped_column(Text)
+    database_ok: Mapped[bool] = mapped_column(Boolean)
+    database_detail: Mapped[str | None] = mapped_column(Text)
+    broker_ok: Mapped[bool] = mapped_column(Boolean)
+    broker_detail: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookSecret(Base):
+    """The secret a tenant's webhooks are signed with (HMAC-SHA256 of the body)."""
+
+    __tablename__ = "webhook_secrets"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Lease(Base):

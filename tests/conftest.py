@@ -19,6 +19,7 @@ from app.models import (
     ApiToken,
     ConfStanza,
     Dataset,
+    HealthCheck,
     IngestionRun,
     Job,
     JobEvent,
@@ -83,6 +84,7 @@ def clean_db(database_url: str) -> Iterator[str]:
             Lease,
             ApiToken,
             Worker,
+            HealthCheck,
         ):
             session.execute(delete(model))
     yield database_url
