@@ -5,6 +5,6 @@ middleware (Dramatiq binds an actor to the broker that exists when it is declare
 """
 
 import app.broker  # noqa: F401  (must precede the actor modules)
-from actors import datasets, diagnostics, ingest, maintenance
+from actors import datasets, diagnostics, ingest, maintenance, webhooks
 
-__all__ = ["datasets", "diagnostics", "ingest", "maintenance"]
+__all__ = ["datasets", "diagnostics", "ingest", "maintenance", "webhooks"]

@@ -30,6 +30,7 @@ from app.errors import UnknownActor
 from app.jobs import find_by_idempotency_key, get_job, submit
 from app.models import Job
 from app.tokens import Principal
+from app.webhooks import WebhookRefused, check_url
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Submit and follow jobs.")
 
@@ -61,6 +62,11 @@ def _fingerprint(body: Any) -> str:
 
 def _submit(principal: Principal, data: dict[str, Any], **extra: Any) -> Job:
     actor = public_actor(data["actor"])
+    if data.get("callback_url"):
+        try:
+            check_url(data["callback_url"], resolve=False)
+        except WebhookRefused as error:
+            abort(422, errors={"json": {"callback_url": [str(error)]}})
     delay = data.get("delay_ms")
     try:
         return submit(

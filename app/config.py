@@ -85,6 +85,9 @@ class Settings:
     api_url: str = "http://127.0.0.1:8000"
     """Where the periodic health check finds the API (it requests /readyz)."""
 
+    webhook_allow: str = ""
+    """Hosts or CIDRs (comma-separated) that webhooks may reach although private or reserved."""
+
     upload_max_bytes: int = 100 * 1024 * 1024
     """Largest uploaded file accepted (POST /v1/uploads); larger ones get 413."""
 

@@ -12,6 +12,7 @@ from app.models import Job
 from app.states import JobState
 from app.timeutil import utcnow
 from app.transitions import append_event, transition
+from app.webhooks import enqueue_delivery
 
 CANCELLABLE = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING})
 RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
@@ -54,6 +55,7 @@ def cancel(
                 kind="cancelled",
                 data={"reason": reason},
             )
+            enqueue_delivery(session, job_id)
     if running:
         broadcast_cancel(broker or dramatiq.get_broker(), job_id)
     return get_job(job_id)

@@ -25,6 +25,7 @@ from app.models import (
     JobEvent,
     Lease,
     NameRecord,
+    WebhookSecret,
     Worker,
 )
 from tests.support.services import postgres_admin_url, reachable, require
@@ -85,6 +86,7 @@ def clean_db(database_url: str) -> Iterator[str]:
             ApiToken,
             Worker,
             HealthCheck,
+            WebhookSecret,
         ):
             session.execute(delete(model))
     yield database_url

@@ -10,6 +10,7 @@ from app.cli.dlq import dlq_group
 from app.cli.jobs import jobs_group, submit_command
 from app.cli.tokens import tokens_group
 from app.cli.up import up_command
+from app.cli.webhooks import webhooks_group
 from app.logs import configure_logging
 
 
@@ -26,3 +27,4 @@ main.add_command(up_command)
 main.add_command(tokens_group)
 main.add_command(api_command)
 main.add_command(dlq_group)
+main.add_command(webhooks_group)

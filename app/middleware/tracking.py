@@ -38,10 +38,11 @@ from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION, AnyMessage, attempts_m
 from app.models import DEFAULT_TENANT, Job, JobEvent
 from app.outbox import mark_published
 from app.retrying_db import run_in_transaction
-from app.states import JobState
+from app.states import TERMINAL_STATES, JobState
 from app.ticks import DUPLICATE_TICK_OPTION, tick_key
 from app.timeutil import utcnow
 from app.transitions import transition
+from app.webhooks import enqueue_delivery
 from app.worker_identity import worker_id
 
 logger = logging.getLogger(__name__)
@@ -348,6 +349,8 @@ class Tracking(Middleware):
                 kind=to_state.value,
                 data=data,
             )
+            if to_state in TERMINAL_STATES:
+                enqueue_delivery(session, job_id)
 
         try:
             # Waits for the database however long it takes: acking before the outcome
@@ -413,6 +416,7 @@ def _fail_as_poison(
         kind=JobState.FAILED.value,
         data={"reason": "poison", "dead_lettered": True, "deaths": deaths},
     )
+    enqueue_delivery(session, job_id)
     # A failed message is nacked, and RabbitMQ moves it to the dead-letter queue.
     message.fail()
 
