@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test services lint typing clean bench-datasets
+.PHONY: install run test services lint typing clean bench bench-datasets
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ run: install
 test: install
 	infra/scripts/ensure-services rabbitmq postgres
 	$(BIN)/tox
+
+# Drain rate of jobstack against bare Dramatiq, same RabbitMQ, same -p/-t (bench/results/).
+bench: install
+	infra/scripts/ensure-services rabbitmq postgres
+	$(BIN)/python -m bench.drain
 
 # A 1,000,000-row dataset load, kept out of the normal test run.
 bench-datasets: install

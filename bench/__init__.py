@@ -1,0 +1,1 @@
+"""Benchmarks comparing jobstack with bare Dramatiq in one run (``make bench``)."""
