@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request, url_for
+from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from api.auth import authorize, tenant_filter
 from api.pagination import decode_id_cursor, encode_id_cursor
 from api.schemas import DatasetSchema, NamePageSchema, NameQuerySchema
+from api.uploads import owned, read_form, store_or_413
 from app import db
 from app.datasets.loading import create_dataset, queue_reprocess
 from app.datasets.parsers import PARSERS
 from app.models import Dataset, NameRecord
-from app.storage import TooLarge
 
 blp = Blueprint("datasets", __name__, url_prefix="/v1", description="Baby-name datasets.")
 
@@ -37,15 +37,6 @@ UPLOAD_FORM = {
 }
 
 
-def _get(dataset_id: str, tenant: str | None) -> Dataset:
-    with db.session_scope() as session:
-        dataset = session.get(Dataset, dataset_id)
-    if dataset is None or (tenant is not None and dataset.tenant != tenant):
-        abort(404, message=f"no dataset with id {dataset_id}")
-    assert dataset is not None
-    return dataset
-
-
 @blp.route("/datasets/upload")
 class DatasetUpload(MethodView):
     @blp.doc(requestBody=UPLOAD_FORM)
@@ -53,25 +44,18 @@ class DatasetUpload(MethodView):
     def post(self) -> Any:
         """Upload a dataset file (e.g. ``yob2023.txt`` for ``US``) to be loaded."""
         principal = authorize("jobs:write")
-        upload = request.files.get("file")
-        country = request.form.get("country", "")
-        errors: dict[str, list[str]] = {}
-        if upload is None or not upload.filename:
-            errors["file"] = ["attach the dataset as the multipart field 'file'"]
-        if country not in PARSERS:
-            errors["country"] = [f"must be one of {', '.join(sorted(PARSERS))}"]
-        if errors:
-            abort(422, errors={"form": errors})
-        assert upload is not None and upload.filename
-        try:
-            dataset = create_dataset(
+        known = ", ".join(sorted(PARSERS))
+        upload, form = read_form(
+            {"country": lambda value: None if value in PARSERS else f"must be one of {known}"}
+        )
+        dataset = store_or_413(
+            lambda: create_dataset(
                 upload.stream,
-                file_name=upload.filename[-255:],
-                country=country,
+                file_name=(upload.filename or "")[-255:],
+                country=form["country"],
                 tenant=principal.tenant,
             )
-        except TooLarge as error:
-            abort(413, message=str(error))
+        )
         return dataset, {"Location": url_for("datasets.DatasetView", dataset_id=dataset.id)}
 
 
@@ -80,7 +64,7 @@ class DatasetView(MethodView):
     @blp.response(200, DatasetSchema)
     def get(self, dataset_id: str) -> Any:
         """A dataset: status, year, rows loaded, seconds, rows per second, error."""
-        return _get(dataset_id, tenant_filter(authorize("jobs:read")))
+        return owned(Dataset, dataset_id, tenant_filter(authorize("jobs:read")), "dataset")
 
 
 @blp.route("/datasets/<string:dataset_id>/reprocess")
@@ -89,7 +73,7 @@ class DatasetReprocess(MethodView):
     def post(self, dataset_id: str) -> Any:
         """Load the dataset again; its records are replaced atomically."""
         principal = authorize("jobs:write")
-        dataset = _get(dataset_id, tenant_filter(principal))
+        dataset = owned(Dataset, dataset_id, tenant_filter(principal), "dataset")
         return queue_reprocess(dataset.id, dataset.tenant)
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request, url_for
+from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from api.auth import authorize, tenant_filter
 from api.pagination import decode_id_cursor, encode_id_cursor
 from api.schemas import RunListQuerySchema, RunSchema, StanzaPageSchema, StanzaQuerySchema
+from api.uploads import owned, read_form, store_or_413
 from app import db
 from app.ingest.runs import KINDS, create_run
 from app.models import ConfStanza, IngestionRun
-from app.storage import TooLarge
 
 blp = Blueprint("ingest", __name__, url_prefix="/v1", description="Configuration archives.")
 
@@ -37,13 +37,8 @@ UPLOAD_FORM = {
 }
 
 
-def _get_run(run_id: str, tenant: str | None) -> IngestionRun:
-    with db.session_scope() as session:
-        run = session.get(IngestionRun, run_id)
-    if run is None or (tenant is not None and run.tenant != tenant):
-        abort(404, message=f"no run with id {run_id}")
-    assert run is not None
-    return run
+def _label_problem(value: str) -> str | None:
+    return "at most 255 characters" if len(value) > 255 else None
 
 
 @blp.route("/uploads")
@@ -53,29 +48,23 @@ class Uploads(MethodView):
     def post(self) -> Any:
         """Upload a .tar, .tar.gz/.tgz or .zip of Splunk configuration to be parsed."""
         principal = authorize("jobs:write")
-        upload = request.files.get("file")
-        kind = request.form.get("type", "")
-        label = request.form.get("label") or None
-        errors: dict[str, list[str]] = {}
-        if upload is None or not upload.filename:
-            errors["file"] = ["attach the archive as the multipart field 'file'"]
-        if kind not in KINDS:
-            errors["type"] = [f"must be one of {', '.join(KINDS)}"]
-        if label is not None and len(label) > 255:
-            errors["label"] = ["at most 255 characters"]
-        if errors:
-            abort(422, errors={"form": errors})
-        assert upload is not None and upload.filename
-        try:
-            run = create_run(
+        upload, form = read_form(
+            {
+                "type": lambda value: (
+                    None if value in KINDS else f"must be one of {', '.join(KINDS)}"
+                ),
+                "label": _label_problem,
+            }
+        )
+        run = store_or_413(
+            lambda: create_run(
                 upload.stream,
-                file_name=upload.filename[-255:],
-                kind=kind,
-                label=label,
+                file_name=(upload.filename or "")[-255:],
+                kind=form["type"],
+                label=form["label"] or None,
                 tenant=principal.tenant,
             )
-        except TooLarge as error:
-            abort(413, message=str(error))
+        )
         return run, {"Location": url_for("ingest.Run", run_id=run.id)}
 
 
@@ -100,7 +89,7 @@ class Run(MethodView):
     @blp.response(200, RunSchema)
     def get(self, run_id: str) -> Any:
         """A run: status, file and stanza counts, its job, its error."""
-        return _get_run(run_id, tenant_filter(authorize("jobs:read")))
+        return owned(IngestionRun, run_id, tenant_filter(authorize("jobs:read")), "run")
 
 
 @blp.route("/runs/<string:run_id>/stanzas")
@@ -109,7 +98,7 @@ class RunStanzas(MethodView):
     @blp.response(200, StanzaPageSchema)
     def get(self, query: dict[str, Any], run_id: str) -> Any:
         """The run's stanzas in file order; filter by ``conf`` and ``stanza``."""
-        _get_run(run_id, tenant_filter(authorize("jobs:read")))
+        owned(IngestionRun, run_id, tenant_filter(authorize("jobs:read")), "run")
         statement = select(ConfStanza).where(ConfStanza.run_id == run_id).order_by(ConfStanza.id)
         if "conf" in query:
             statement = statement.where(ConfStanza.conf == query["conf"])
