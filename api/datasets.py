@@ -12,7 +12,7 @@ from sqlalchemy import select
 from api.auth import authorize, tenant_filter
 from api.pagination import decode_id_cursor, encode_id_cursor
 from api.schemas import DatasetSchema, NamePageSchema, NameQuerySchema
-from api.uploads import owned, read_form, store_or_413
+from api.uploads import multipart_body, owned, read_form, store_or_413
 from app import db
 from app.datasets.loading import create_dataset, queue_reprocess
 from app.datasets.parsers import PARSERS
@@ -20,21 +20,7 @@ from app.models import Dataset, NameRecord
 
 blp = Blueprint("datasets", __name__, url_prefix="/v1", description="Baby-name datasets.")
 
-UPLOAD_FORM = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file", "country"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "country": {"type": "string", "enum": sorted(PARSERS)},
-                },
-            }
-        }
-    },
-}
+UPLOAD_FORM = multipart_body(["country"], {"country": {"type": "string", "enum": sorted(PARSERS)}})
 
 
 @blp.route("/datasets/upload")

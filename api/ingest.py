@@ -12,29 +12,20 @@ from sqlalchemy import select
 from api.auth import authorize, tenant_filter
 from api.pagination import decode_id_cursor, encode_id_cursor
 from api.schemas import RunListQuerySchema, RunSchema, StanzaPageSchema, StanzaQuerySchema
-from api.uploads import owned, read_form, store_or_413
+from api.uploads import multipart_body, owned, read_form, store_or_413
 from app import db
 from app.ingest.runs import KINDS, create_run
 from app.models import ConfStanza, IngestionRun
 
 blp = Blueprint("ingest", __name__, url_prefix="/v1", description="Configuration archives.")
 
-UPLOAD_FORM = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file", "type"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "type": {"type": "string", "enum": list(KINDS)},
-                    "label": {"type": "string", "maxLength": 255},
-                },
-            }
-        }
+UPLOAD_FORM = multipart_body(
+    ["type"],
+    {
+        "type": {"type": "string", "enum": list(KINDS)},
+        "label": {"type": "string", "maxLength": 255},
     },
-}
+)
 
 
 def _label_problem(value: str) -> str | None:

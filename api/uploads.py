@@ -15,6 +15,13 @@ from app.storage import TooLarge
 Row = TypeVar("Row")
 
 
+def multipart_body(required: list[str], fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI request body of an upload: a binary ``file`` plus ``fields``."""
+    properties = {"file": {"type": "string", "format": "binary"}, **fields}
+    schema = {"type": "object", "required": ["file", *required], "properties": properties}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
 def read_form(
     fields: dict[str, Callable[[str], str | None]],
 ) -> tuple[FileStorage, dict[str, str]]:

@@ -19,8 +19,9 @@ from app.datasets.parsers import Record, parser_for
 from app.errors import JobNotFound, PermanentError
 from app.jobs import submit
 from app.models import Dataset, NameRecord
-from app.storage import path_of, store
+from app.storage import path_of
 from app.timeutil import utcnow
+from app.uploads import store_and_queue
 
 BATCH = 5000
 COLUMNS = ("dataset_id", "name", "sex", "count", "year", "country")
@@ -29,11 +30,9 @@ COLUMNS = ("dataset_id", "name", "sex", "count", "year", "country")
 def create_dataset(source: IO[bytes], *, file_name: str, country: str, tenant: str) -> Dataset:
     """Store the file, record the dataset (``pending``) and queue its parsing, atomically."""
     parser_for(country)  # An unknown country is refused before anything is stored.
-    settings = load_settings()
-    stored = store(source, Path(settings.storage_dir), settings.upload_max_bytes)
-    session = db.new_session()
-    try:
-        dataset = Dataset(
+    return store_and_queue(
+        source,
+        lambda stored: Dataset(
             id=generate_unique_id(),
             tenant=tenant,
             country=country,
@@ -43,16 +42,10 @@ def create_dataset(source: IO[bytes], *, file_name: str, country: str, tenant: s
             status="pending",
             created_at=utcnow(),
             updated_at=utcnow(),
-        )
-        session.add(dataset)
-        session.flush()
-        dataset.job_id = submit(
-            "datasets.parse_dataset", [dataset.id], session=session, tenant=tenant
-        ).id
-        session.commit()
-    finally:
-        session.close()
-    return dataset
+        ),
+        "datasets.parse_dataset",
+        tenant,
+    )
 
 
 def queue_reprocess(dataset_id: str, tenant: str) -> Dataset:

@@ -15,10 +15,10 @@ from app.context import current_job_or_none
 from app.errors import JobNotFound, PermanentError
 from app.ingest.archive import Limits, extracted
 from app.ingest.conf_parser import parse_conf
-from app.jobs import submit
 from app.models import ConfStanza, IngestionRun
-from app.storage import path_of, store
+from app.storage import path_of
 from app.timeutil import utcnow
+from app.uploads import store_and_queue
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +33,9 @@ def create_run(
     The job row is the outbox: the upload succeeds while the broker is down, and the
     parse job is published when it is back.
     """
-    settings = load_settings()
-    stored = store(source, Path(settings.storage_dir), settings.upload_max_bytes)
-    session = db.new_session()
-    try:
-        run = IngestionRun(
+    return store_and_queue(
+        source,
+        lambda stored: IngestionRun(
             id=generate_unique_id(),
             tenant=tenant,
             kind=kind,
@@ -48,15 +46,10 @@ def create_run(
             status="stored",
             created_at=utcnow(),
             updated_at=utcnow(),
-        )
-        session.add(run)
-        session.flush()
-        job = submit("ingest.parse_run", [run.id], session=session, tenant=tenant)
-        run.job_id = job.id
-        session.commit()
-    finally:
-        session.close()
-    return run
+        ),
+        "ingest.parse_run",
+        tenant,
+    )
 
 
 def _update(run_id: str, **values: Any) -> None:
