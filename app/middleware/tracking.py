@@ -17,14 +17,14 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dramatiq import Broker, Message
+from dramatiq import Broker, Message, Worker
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import db
+from app.attempts import insert_job_if_absent
 from app.config import load_settings
 from app.context import JobContext, current_job_or_none, enter_job
 from app.errors import (
@@ -34,16 +34,14 @@ from app.errors import (
     StaleAttempt,
     TrackingUnavailable,
 )
-from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION, AnyMessage, attempts_made
-from app.models import DEFAULT_TENANT, Job, JobEvent
+from app.group_commit import GroupCommitter
+from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION
+from app.models import DEFAULT_TENANT, Job
 from app.outbox import mark_published
-from app.retrying_db import run_in_transaction
-from app.states import TERMINAL_STATES, JobState
+from app.state_batch import RecordOutcome, StartAttempt, StateChange, apply_changes
+from app.states import JobState
 from app.ticks import DUPLICATE_TICK_OPTION, tick_key
 from app.timeutil import utcnow
-from app.transitions import transition
-from app.webhooks import enqueue_delivery
-from app.worker_identity import worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -60,46 +58,6 @@ class _ReturnedValueFilter(logging.Filter):
         return "returned a value that is not None" not in str(record.msg)
 
 
-def insert_job_if_absent(
-    session: Session,
-    message: AnyMessage,
-    *,
-    run_at: datetime | None = None,
-    idempotency_key: str | None = None,
-) -> bool:
-    """Create the row of a message nobody recorded yet; returns whether it was created
-    (not when its id, or its idempotency key, is taken)."""
-    now = utcnow()
-    values = {
-        "id": message.message_id,
-        "actor": message.actor_name,
-        "queue": message.queue_name.removesuffix(".DQ"),
-        "args": list(message.args),
-        "kwargs": dict(message.kwargs),
-        "state": JobState.QUEUED.value,
-        "priority": int(message.options.get("broker_priority") or 0),
-        "attempts": 0,
-        "max_retries": message.options.get("max_retries"),
-        "progress": 0,
-        "tenant": DEFAULT_TENANT,
-        "created_at": datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
-        "updated_at": now,
-        "run_at": run_at,
-        "idempotency_key": idempotency_key,
-        "last_event_seq": 1,
-    }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    created = session.execute(
-        dialect.insert(Job).values(values).on_conflict_do_nothing().returning(Job.id)
-    ).scalar_one_or_none()
-    if created is None:
-        return False
-    session.add(
-        JobEvent(job_id=message.message_id, seq=1, at=now, kind="created", to_state="queued")
-    )
-    return True
-
-
 class Tracking(Middleware):
     """Gives every message a job row and records queued → running → outcome."""
 
@@ -108,7 +66,18 @@ class Tracking(Middleware):
         # runs in the thread that processes it), the eta of the retry Retries enqueued
         # for it, and the ids of plain sends waiting for the broker's confirm.
         self._local = threading.local()
+        # Starts and outcomes of all this process's worker threads, committed together.
+        self._committer = self._new_committer()
         logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedValueFilter())
+
+    @staticmethod
+    def _new_committer() -> GroupCommitter[StateChange, int | None]:
+        return GroupCommitter(apply_changes, name="jobstack-group-commit")
+
+    @property
+    def commits(self) -> int:
+        """Transactions the worker side committed for starts and outcomes."""
+        return self._committer.commits
 
     # Producer side ------------------------------------------------------------------
 
@@ -171,13 +140,17 @@ class Tracking(Middleware):
 
     def after_process_boot(self, broker: Broker) -> None:
         db.dispose_after_fork()
+        # A committer thread does not survive a fork; the worker process gets its own.
+        self._committer = self._new_committer()
+
+    def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        self._committer.stop()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         redelivered = bool(getattr(message, "redelivered", False))
         try:
-            attempt = run_in_transaction(
-                lambda session: self._start(session, message, redelivered),
-                give_up_after=load_settings().db_retry_seconds,
+            attempt = self._committer.run(
+                StartAttempt(message, redelivered), give_up_after=load_settings().db_retry_seconds
             )
         except Exception as error:
             raise TrackingUnavailable(
@@ -200,90 +173,6 @@ class Tracking(Middleware):
         logger.info(
             "Job %s (%s) started, attempt %d.", message.message_id, message.actor_name, attempt
         )
-
-    def _start(self, session: Session, message: MessageProxy, redelivered: bool) -> int | None:
-        """Start the job's next attempt; None when this message must not run (it is skipped
-        after the transaction commits, so a cancellation recorded here stands)."""
-        job_id = message.message_id
-        if message.options.get(DUPLICATE_TICK_OPTION):
-            logger.info(
-                "Skipping %s: a duplicate of cron tick job %s.",
-                job_id,
-                message.options[DUPLICATE_TICK_OPTION],
-            )
-            return None
-        row = session.execute(
-            select(Job.state, Job.attempts, Job.cancel_requested_at).where(Job.id == job_id)
-        ).one_or_none()
-        if row is None:
-            insert_job_if_absent(session, message)
-            state, attempts, cancel_requested = JobState.QUEUED, 0, False
-        else:
-            state, attempts = JobState(row.state), row.attempts
-            cancel_requested = row.cancel_requested_at is not None
-        sent_after = attempts_made(message)
-
-        if cancel_requested and state in (JobState.QUEUED, JobState.RETRYING):
-            # Cancelled while it ran, and it went on to retry before stopping.
-            transition(
-                session,
-                job_id,
-                JobState.CANCELLED,
-                only_from=frozenset({state}),
-                attempt=attempts,
-                values={"finished_at": utcnow()},
-                kind="cancelled",
-                data={"reason": "requested"},
-            )
-            return None
-
-        deaths = 0
-        if state in (JobState.QUEUED, JobState.RETRYING) and sent_after == attempts:
-            kind = "started"
-        elif state is JobState.RUNNING and sent_after == attempts:
-            # The retry of the current attempt arrived before that attempt's outcome was
-            # committed (a backoff shorter than a commit): start it all the same.
-            kind = "superseded"
-        elif (
-            state is JobState.RUNNING
-            and redelivered
-            and _started_by(session, job_id, attempts) == sent_after
-        ):
-            # The message that started the current attempt came back: the worker running
-            # it died before acking, and RabbitMQ gave it to us.
-            deaths = _deaths(session, job_id) + 1
-            if deaths >= load_settings().poison_deaths:
-                _fail_as_poison(session, job_id, attempts, deaths, message)
-                return None
-            kind = "redelivered"
-        else:
-            logger.info(
-                "Skipping message %s: job is %s after %d attempt(s); message was sent after %d.",
-                job_id,
-                state.value,
-                attempts,
-                sent_after,
-            )
-            return None
-
-        me = worker_id()
-        done = transition(
-            session,
-            job_id,
-            JobState.RUNNING,
-            only_from=frozenset({state}),
-            attempt=attempts,
-            new_attempt=True,
-            values={"started_at": utcnow(), "worker_id": me, "finished_at": None},
-            kind=kind,
-            data={
-                "worker_id": me,
-                "redelivered": redelivered,
-                "sent_after": sent_after,
-                "deaths": deaths,
-            },
-        )
-        return done.attempts
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         # A middleware after this one skipped a message this one had started (AgeLimit
@@ -338,87 +227,21 @@ class Tracking(Middleware):
     ) -> None:
         """Commit the outcome of ``attempt``."""
 
-        def record(session: Session) -> None:
-            transition(
-                session,
-                job_id,
-                to_state,
-                only_from=frozenset({JobState.RUNNING}),
-                attempt=attempt,
-                values=values,
-                kind=to_state.value,
-                data=data,
-            )
-            if to_state in TERMINAL_STATES:
-                enqueue_delivery(session, job_id)
-
         try:
             # Waits for the database however long it takes: acking before the outcome
             # is stored would lose it. A worker stopped meanwhile leaves the message
             # unacked, so RabbitMQ delivers it again.
-            run_in_transaction(record, give_up_after=None)
+            self._committer.run(
+                RecordOutcome(job_id, attempt, to_state, values, data), give_up_after=None
+            )
         except (StaleAttempt, InvalidTransition) as error:
             logger.warning("Outcome of job %s not recorded: %s", job_id, error)
-
-
-START_KINDS = ("started", "redelivered", "superseded")
 
 
 def _job_with_key(session: Session, key: str) -> str | None:
     return session.scalar(
         select(Job.id).where(Job.tenant == DEFAULT_TENANT, Job.idempotency_key == key)
     )
-
-
-def _last_start(session: Session, job_id: str) -> dict[str, Any]:
-    """The data of the event that started the job's current attempt."""
-    data = session.scalar(
-        select(JobEvent.data)
-        .where(JobEvent.job_id == job_id, JobEvent.kind.in_(START_KINDS))
-        .order_by(JobEvent.seq.desc())
-        .limit(1)
-    )
-    return data or {}
-
-
-def _started_by(session: Session, job_id: str, attempts: int) -> int:
-    """Which message started the current attempt, by the attempts it was sent after.
-
-    A job started without that record is taken to have been started by the message
-    sent for this attempt.
-    """
-    value = _last_start(session, job_id).get("sent_after")
-    return attempts - 1 if value is None else int(value)
-
-
-def _deaths(session: Session, job_id: str) -> int:
-    """How many workers have died running the current message of this job."""
-    return int(_last_start(session, job_id).get("deaths", 0))
-
-
-def _fail_as_poison(
-    session: Session, job_id: str, attempts: int, deaths: int, message: MessageProxy
-) -> None:
-    """Fail a job whose message keeps killing workers, and dead-letter the message."""
-    logger.error("Job %s killed %d workers; dead-lettering it as poison.", job_id, deaths)
-    transition(
-        session,
-        job_id,
-        JobState.FAILED,
-        only_from=frozenset({JobState.RUNNING}),
-        attempt=attempts,
-        values={
-            "finished_at": utcnow(),
-            "error_type": "PoisonMessage",
-            "error_message": f"the worker running it died {deaths} times",
-            "error_traceback": None,
-        },
-        kind=JobState.FAILED.value,
-        data={"reason": "poison", "dead_lettered": True, "deaths": deaths},
-    )
-    enqueue_delivery(session, job_id)
-    # A failed message is nacked, and RabbitMQ moves it to the dead-letter queue.
-    message.fail()
 
 
 def _error_fields(exception: BaseException) -> dict[str, Any]:

@@ -1,0 +1,236 @@
+"""Many jobs' starts and outcomes applied in one transaction with a handful of statements.
+
+The common case — a message sent for the job's current attempt starts it; a running
+attempt finishes — is decided for the whole batch from one locking read, then written
+with one multi-row UPDATE per shape of change and one multi-row INSERT of events. Every
+other case (no row yet, a redelivery, a requested cancellation, a duplicate tick, two
+changes to one job in the same batch) goes, in order, through the one-job functions of
+:mod:`app.attempts` inside a savepoint, so its failure is its own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dramatiq.broker import MessageProxy
+from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from app.attempts import record_outcome, start_attempt
+from app.errors import InvalidTransition, StaleAttempt
+from app.group_commit import ItemOutcome
+from app.messages import attempts_made
+from app.models import Job, JobEvent
+from app.states import TERMINAL_STATES, JobState, is_allowed
+from app.ticks import DUPLICATE_TICK_OPTION
+from app.timeutil import utcnow
+from app.webhooks import enqueue_delivery
+from app.worker_identity import worker_id
+
+JOBS: Table = Job.__table__  # type: ignore[assignment]
+EVENTS: Table = JobEvent.__table__  # type: ignore[assignment]
+STARTABLE = frozenset({JobState.QUEUED, JobState.RETRYING})
+
+
+@dataclass(frozen=True)
+class StartAttempt:
+    """Start the next attempt of the job of ``message``; the result is the attempt
+    number, or None when the message must not run."""
+
+    message: MessageProxy
+    redelivered: bool
+
+    @property
+    def job_id(self) -> str:
+        return self.message.message_id
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """Move the job from running ``attempt`` to ``to_state``; the result is None."""
+
+    job_id: str
+    attempt: int
+    to_state: JobState
+    values: dict[str, Any]
+    data: dict[str, Any] | None
+
+
+StateChange = StartAttempt | RecordOutcome
+
+
+def apply_changes(
+    session: Session, changes: Sequence[StateChange]
+) -> list[ItemOutcome[int | None]]:
+    """Apply ``changes`` in the session's transaction; one outcome per change, in order."""
+    # Every slot is filled below; None is also the outcome of a recorded RecordOutcome.
+    outcomes: list[ItemOutcome[int | None]] = [None] * len(changes)
+    per_job = Counter(change.job_id for change in changes)
+    rows = _lock_rows(session, list(per_job))
+    writes = _Writes()
+    general: list[int] = []
+    for index, change in enumerate(changes):
+        row = rows.get(change.job_id)
+        if per_job[change.job_id] > 1 or row is None or not writes.take(change, row):
+            general.append(index)
+            continue
+        outcomes[index] = writes.result_of(change)
+    writes.flush(session)
+    for index in general:
+        outcomes[index] = _one_by_one(session, changes[index])
+    return outcomes
+
+
+def _lock_rows(session: Session, job_ids: list[str]) -> dict[str, Any]:
+    """The rows of ``job_ids``, locked until commit (SQLite holds the whole database
+    from BEGIN IMMEDIATE), so what is decided from them still holds when written."""
+    statement = (
+        select(
+            JOBS.c.id,
+            JOBS.c.state,
+            JOBS.c.attempts,
+            JOBS.c.cancel_requested_at,
+            JOBS.c.last_event_seq,
+            JOBS.c.callback_url,
+        )
+        .where(JOBS.c.id.in_(job_ids))
+        .order_by(JOBS.c.id)
+        .with_for_update()
+    )
+    return {row.id: row for row in session.connection().execute(statement)}
+
+
+class _Writes:
+    """The common-case changes of a batch, grouped into multi-row statements."""
+
+    def __init__(self) -> None:
+        self._now = utcnow()
+        self._worker = worker_id()
+        self._updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self._events: list[dict[str, Any]] = []
+        self._attempts: dict[str, int] = {}
+        self.webhooks: list[str] = []
+
+    def take(self, change: StateChange, row: Row[Any]) -> bool:
+        """Queue ``change`` if it is the common case for ``row``; False otherwise."""
+        state = JobState(row.state)
+        if isinstance(change, StartAttempt):
+            message = change.message
+            if (
+                state not in STARTABLE
+                or row.cancel_requested_at is not None
+                or message.options.get(DUPLICATE_TICK_OPTION)
+                or attempts_made(message) != row.attempts
+            ):
+                return False
+            attempt = row.attempts + 1
+            values: dict[str, Any] = {
+                "started_at": self._now,
+                "worker_id": self._worker,
+                "finished_at": None,
+            }
+            self._queue(
+                row,
+                JobState.RUNNING,
+                attempt,
+                values,
+                "started",
+                {
+                    "worker_id": self._worker,
+                    "redelivered": change.redelivered,
+                    "sent_after": row.attempts,
+                    "deaths": 0,
+                },
+            )
+            self._attempts[row.id] = attempt
+            return True
+        if state is not JobState.RUNNING or row.attempts != change.attempt:
+            return False
+        if not is_allowed(state, change.to_state):
+            return False
+        self._queue(
+            row, change.to_state, row.attempts, change.values, change.to_state.value, change.data
+        )
+        if change.to_state in TERMINAL_STATES and row.callback_url:
+            self.webhooks.append(row.id)
+        return True
+
+    def result_of(self, change: StateChange) -> int | None:
+        return self._attempts[change.job_id] if isinstance(change, StartAttempt) else None
+
+    def _queue(
+        self,
+        row: Row[Any],
+        to_state: JobState,
+        attempt: int,
+        values: dict[str, Any],
+        kind: str,
+        data: dict[str, Any] | None,
+    ) -> None:
+        seq = row.last_event_seq + 1
+        changes = {
+            **values,
+            "state": to_state.value,
+            "attempts": attempt,
+            "updated_at": self._now,
+            "last_event_seq": seq,
+        }
+        shape = tuple(sorted(changes))
+        self._updates.setdefault(shape, []).append(
+            {
+                **{f"new_{k}": v for k, v in changes.items()},
+                "match_id": row.id,
+                "match_state": row.state,
+                "match_attempts": row.attempts,
+            }
+        )
+        self._events.append(
+            {
+                "job_id": row.id,
+                "seq": seq,
+                "at": self._now,
+                "kind": kind,
+                "from_state": row.state,
+                "to_state": to_state.value,
+                "attempt": attempt,
+                "data": data,
+            }
+        )
+
+    def flush(self, session: Session) -> None:
+        connection = session.connection()
+        for shape, params in self._updates.items():
+            statement = (
+                update(JOBS)
+                .where(
+                    JOBS.c.id == bindparam("match_id"),
+                    JOBS.c.state == bindparam("match_state"),
+                    JOBS.c.attempts == bindparam("match_attempts"),
+                )
+                .values({column: bindparam(f"new_{column}") for column in shape})
+            )
+            changed = connection.execute(statement, params).rowcount
+            if connection.dialect.supports_sane_multi_rowcount and changed != len(params):
+                # The rows are locked: nothing can have moved them since they were read.
+                raise RuntimeError(f"group update changed {changed} of {len(params)} jobs")
+        if self._events:
+            connection.execute(insert(EVENTS), self._events)
+        for job_id in self.webhooks:
+            enqueue_delivery(session, job_id)
+
+
+def _one_by_one(session: Session, change: StateChange) -> ItemOutcome[int | None]:
+    """The general path for one change, in a savepoint: its failure undoes only itself."""
+    try:
+        with session.begin_nested():
+            if isinstance(change, StartAttempt):
+                return start_attempt(session, change.message, change.redelivered)
+            record_outcome(
+                session, change.job_id, change.attempt, change.to_state, change.values, change.data
+            )
+            return None
+    except (StaleAttempt, InvalidTransition) as error:
+        return error
