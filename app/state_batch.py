@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from dramatiq.broker import MessageProxy
 from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -24,6 +25,7 @@ from app.errors import InvalidTransition, StaleAttempt
 from app.group_commit import ItemOutcome
 from app.messages import attempts_made
 from app.models import Job, JobEvent
+from app.state_batch_postgres import apply_common
 from app.states import TERMINAL_STATES, JobState, is_allowed
 from app.ticks import DUPLICATE_TICK_OPTION
 from app.timeutil import utcnow
@@ -69,6 +71,59 @@ def apply_changes(
     # Every slot is filled below; None is also the outcome of a recorded RecordOutcome.
     outcomes: list[ItemOutcome[int | None]] = [None] * len(changes)
     per_job = Counter(change.job_id for change in changes)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        general = _apply_common_postgres(session, changes, per_job, outcomes)
+    else:
+        general = _apply_common_portable(session, changes, per_job, outcomes)
+    for index in general:
+        outcomes[index] = _one_by_one(session, changes[index])
+    return outcomes
+
+
+def _apply_common_postgres(
+    session: Session,
+    changes: Sequence[StateChange],
+    per_job: Counter[str],
+    outcomes: list[ItemOutcome[int | None]],
+) -> list[int]:
+    """The common cases, server-side in one round trip; returns the indexes left over."""
+    starts: list[tuple[int, StartAttempt]] = []
+    finishes: list[tuple[int, RecordOutcome]] = []
+    general: list[int] = []
+    for index, change in enumerate(changes):
+        if per_job[change.job_id] > 1:
+            general.append(index)
+        elif isinstance(change, StartAttempt):
+            if change.message.options.get(DUPLICATE_TICK_OPTION):
+                general.append(index)
+            else:
+                starts.append((index, change))
+        elif is_allowed(JobState.RUNNING, change.to_state):
+            finishes.append((index, change))
+        else:
+            general.append(index)
+    driver = session.connection().connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    done = apply_common(driver, starts, finishes, now=utcnow(), worker=worker_id())
+    for index, _ in starts:
+        if index in done.attempts:
+            outcomes[index] = done.attempts[index]
+    general.extend(index for index, _ in (*starts, *finishes) if not done.applied(index))
+    for job_id in done.webhooks:
+        enqueue_delivery(session, job_id)
+    # The general path goes in submission order.
+    return sorted(general)
+
+
+def _apply_common_portable(
+    session: Session,
+    changes: Sequence[StateChange],
+    per_job: Counter[str],
+    outcomes: list[ItemOutcome[int | None]],
+) -> list[int]:
+    """The common cases from one locking read and multi-row statements; returns the
+    indexes left over."""
     rows = _lock_rows(session, list(per_job))
     writes = _Writes()
     general: list[int] = []
@@ -79,9 +134,7 @@ def apply_changes(
             continue
         outcomes[index] = writes.result_of(change)
     writes.flush(session)
-    for index in general:
-        outcomes[index] = _one_by_one(session, changes[index])
-    return outcomes
+    return general
 
 
 def _lock_rows(session: Session, job_ids: list[str]) -> dict[str, Any]:

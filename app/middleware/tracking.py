@@ -68,6 +68,8 @@ class Tracking(Middleware):
         self._local = threading.local()
         # Starts and outcomes of all this process's worker threads, committed together.
         self._committer = self._new_committer()
+        # Read once: settings are parsed from the environment, too slow for every message.
+        self._start_patience = load_settings().db_retry_seconds
         logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedValueFilter())
 
     @staticmethod
@@ -150,7 +152,7 @@ class Tracking(Middleware):
         redelivered = bool(getattr(message, "redelivered", False))
         try:
             attempt = self._committer.run(
-                StartAttempt(message, redelivered), give_up_after=load_settings().db_retry_seconds
+                StartAttempt(message, redelivered), give_up_after=self._start_patience
             )
         except Exception as error:
             raise TrackingUnavailable(
