@@ -1,0 +1,116 @@
+"""One batch of starts and outcomes: common cases and exceptions side by side, each right."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
+from dramatiq.message import generate_unique_id
+from sqlalchemy import update
+
+from app import db
+from app.errors import StaleAttempt
+from app.jobs import get_job, list_events
+from app.messages import ATTEMPTS_OPTION
+from app.models import Job
+from app.state_batch import RecordOutcome, StartAttempt, StateChange, apply_changes
+from app.states import JobState
+from app.timeutil import utcnow
+from tests.support.factories import make_job
+
+
+def _message(job_id: str, *, sent_after: int = 0) -> MessageProxy:
+    return MessageProxy(
+        Message(
+            queue_name="default",
+            actor_name="t.x",
+            args=(),
+            kwargs={},
+            options={ATTEMPTS_OPTION: sent_after},
+            message_id=job_id,
+        )
+    )
+
+
+def _apply(changes: list[StateChange]) -> list[Any]:
+    with db.session_scope() as session:
+        return apply_changes(session, changes)
+
+
+def _events(job_id: str) -> list[tuple[int, str, str | None, str | None, int | None]]:
+    return [(e.seq, e.kind, e.from_state, e.to_state, e.attempt) for e in list_events(job_id)]
+
+
+def test_a_mixed_batch_applies_each_change_as_if_alone(clean_db: str) -> None:
+    queued = make_job(JobState.QUEUED)
+    retrying = make_job(JobState.RETRYING, attempts=1)
+    stale = make_job(JobState.QUEUED, attempts=1)  # this message was sent after 0
+    running = make_job(JobState.RUNNING, attempts=2)
+    cancel_asked = make_job(JobState.QUEUED)
+    with db.session_scope() as session:
+        session.execute(
+            update(Job).where(Job.id == cancel_asked).values(cancel_requested_at=utcnow())
+        )
+    unrecorded = generate_unique_id()  # a plain send whose row was never written
+
+    results = _apply(
+        [
+            StartAttempt(_message(queued), redelivered=False),
+            StartAttempt(_message(retrying, sent_after=1), redelivered=False),
+            StartAttempt(_message(stale), redelivered=False),
+            RecordOutcome(running, 2, JobState.SUCCEEDED, {"result": {"n": 1}}, None),
+            StartAttempt(_message(cancel_asked), redelivered=False),
+            StartAttempt(_message(unrecorded), redelivered=False),
+        ]
+    )
+
+    assert results == [1, 2, None, None, None, 1]
+    assert (get_job(queued).state, get_job(queued).attempts) == ("running", 1)
+    assert _events(queued)[-1] == (2, "started", "queued", "running", 1)
+    assert _events(retrying)[-1] == (2, "started", "retrying", "running", 2)
+    assert (get_job(stale).state, len(_events(stale))) == ("queued", 1)
+    done = get_job(running)
+    assert (done.state, done.result, done.attempts) == ("succeeded", {"n": 1}, 2)
+    assert _events(running)[-1] == (2, "succeeded", "running", "succeeded", 2)
+    assert get_job(cancel_asked).state == "cancelled"
+    assert (get_job(unrecorded).state, get_job(unrecorded).attempts) == ("running", 1)
+    assert [kind for _, kind, *_ in _events(unrecorded)] == ["created", "started"]
+
+
+def test_two_changes_to_one_job_in_a_batch_apply_in_order(clean_db: str) -> None:
+    job = make_job(JobState.QUEUED)
+
+    results = _apply(
+        [
+            StartAttempt(_message(job), redelivered=False),
+            RecordOutcome(job, 1, JobState.RETRYING, {"error_message": "boom"}, None),
+            StartAttempt(_message(job, sent_after=1), redelivered=False),
+        ]
+    )
+
+    assert results == [1, None, 2]
+    assert [(kind, to) for _, kind, _, to, _ in _events(job)] == [
+        ("created", "queued"),
+        ("started", "running"),
+        ("retrying", "retrying"),
+        ("started", "running"),
+    ]
+
+
+def test_an_outcome_for_a_stale_attempt_fails_alone(clean_db: str) -> None:
+    running = make_job(JobState.RUNNING, attempts=3)
+    other = make_job(JobState.RUNNING, attempts=1)
+
+    results = _apply(
+        [
+            RecordOutcome(running, 2, JobState.SUCCEEDED, {}, None),
+            RecordOutcome(other, 1, JobState.FAILED, {"error_type": "E"}, {"reason": "x"}),
+        ]
+    )
+
+    assert isinstance(results[0], StaleAttempt)
+    assert (get_job(running).state, len(_events(running))) == ("running", 1)
+    assert results[1] is None
+    assert get_job(other).state == "failed"
+    assert list_events(other)[-1].data == {"reason": "x"}
