@@ -24,10 +24,10 @@ test: install
 	infra/scripts/ensure-services rabbitmq postgres
 	$(BIN)/tox
 
-# Drain rate of jobstack against bare Dramatiq, same RabbitMQ, same -p/-t (bench/results/).
+# jobstack against bare Dramatiq and the performance targets (table; JSON in bench/results/).
 bench: install
 	infra/scripts/ensure-services rabbitmq postgres
-	$(BIN)/python -m bench.drain
+	$(BIN)/python -m bench
 
 # A 1,000,000-row dataset load, kept out of the normal test run.
 bench-datasets: install

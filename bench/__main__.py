@@ -1,0 +1,143 @@
+"""``make bench``: jobstack against bare Dramatiq, and the targets of its performance issue.
+
+    python -m bench [-n 4000] [-p 1] [-t 8] [--posts 3000] [--clients 16]
+                    [--batch-jobs 20000] [--rate 100] [--seconds 10]
+
+Everything runs on the local RabbitMQ and PostgreSQL, in one invocation; the table goes
+to stdout and the numbers to bench/results/bench-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import api_load, drain
+from bench.services import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+
+#: (what, key in the results, target, whether higher is better)
+TARGETS = [
+    ("drain, PostgreSQL vs bare", "drain_ratio_postgres", 0.5, True),
+    ("batch submission (jobs/s)", "batch_per_second", 5000, True),
+    ("single POST (jobs/s)", "single_per_second", 500, True),
+    ("submit-to-start p50 (ms)", "latency_p50_ms", 15, False),
+    ("submit-to-start p99 (ms)", "latency_p99_ms", 100, False),
+    ("worker peak RSS (MiB)", "worker_rss_mib", 120, False),
+    ("commits per job", "commits_per_job", 3, False),
+]
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-n", type=int, default=4000, help="messages per drain run")
+    parser.add_argument("-p", type=int, default=1, help="worker processes")
+    parser.add_argument("-t", type=int, default=8, help="worker threads")
+    parser.add_argument("--posts", type=int, default=3000, help="jobs sent by single POSTs")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent API clients")
+    parser.add_argument("--batch-jobs", type=int, default=20000, help="jobs sent by batch")
+    parser.add_argument("--rate", type=float, default=100, help="jobs/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=10, help="length of the latency run")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
+    with tempfile.TemporaryDirectory(prefix="jobstack-bench-") as scratch:
+        work = Path(scratch)
+        drains = [drain.bare(args.n, args.p, args.t, work)]
+        for backend in ("postgres", "sqlite"):
+            drains.append(drain.jobstack(backend, args.n, args.p, args.t, work))
+        with api_load.Api(work) as api:
+            single = api_load.single_posts(api, args.posts, args.clients)
+            batch = api_load.batch_posts(api, args.batch_jobs, 2)
+            latency = api_load.latency(api, args.rate, args.seconds, args.p, args.t)
+
+    baseline = drains[0]["per_second"]
+    for row in drains:
+        row["ratio_vs_bare"] = row["per_second"] / baseline
+    postgres = drains[1]
+    summary = {
+        "drain_ratio_postgres": postgres["ratio_vs_bare"],
+        "batch_per_second": batch["per_second"],
+        "single_per_second": single["per_second"],
+        "latency_p50_ms": latency["p50_ms"],
+        "latency_p99_ms": latency["p99_ms"],
+        "worker_rss_mib": postgres["worker_peak_rss_mib"],
+        "commits_per_job": single["commits_per_job"] + postgres["worker_commits_per_job"],
+    }
+    _print(args, drains, single, batch, latency, summary)
+    _write(args, drains, single, batch, latency, summary)
+
+
+def _print(
+    args: argparse.Namespace,
+    drains: list[dict[str, Any]],
+    single: dict[str, Any],
+    batch: dict[str, Any],
+    latency: dict[str, Any],
+    summary: dict[str, float],
+) -> None:
+    print(f"\n{os.cpu_count()} cores, dramatiq -p {args.p} -t {args.t}\n")
+    print(f"drain of {args.n} no-op jobs (worker start-up excluded)")
+    print(f"  {'system':<22} {'seconds':>8} {'jobs/s':>8} {'vs bare':>8} {'peak RSS':>9}")
+    for row in drains:
+        print(
+            f"  {row['system']:<22} {row['seconds']:>8.2f} {row['per_second']:>8.0f} "
+            f"{row['ratio_vs_bare']:>7.2f}x {row['worker_peak_rss_mib']:>6.0f} MiB"
+        )
+    print("\nsubmission through the API (gunicorn, PostgreSQL)")
+    for row in (single, batch):
+        print(
+            f"  {row['system']:<44} {row['per_second']:>7.0f} jobs/s  "
+            f"{row['commits_per_job']:.2f} commits/job"
+        )
+    print(
+        f"\n{latency['system']}: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms,"
+        f" max {latency['max_ms']:.1f} ms ({latency['jobs']} jobs)"
+    )
+    print(
+        f"commits per job, PostgreSQL: {single['commits_per_job']:.2f} to submit (single POST)"
+        f" + {drains[1]['worker_commits_per_job']:.2f} in the worker"
+    )
+    print(f"\n  {'target':<28} {'measured':>10} {'goal':>8}")
+    for label, key, goal, higher in TARGETS:
+        value = summary[key]
+        met = value >= goal if higher else value <= goal
+        sign = ">=" if higher else "<="
+        print(f"  {label:<28} {value:>10.2f} {sign}{goal:>6} {'met' if met else 'MISSED'}")
+
+
+def _write(
+    args: argparse.Namespace,
+    drains: list[dict[str, Any]],
+    single: dict[str, Any],
+    batch: dict[str, Any],
+    latency: dict[str, Any],
+    summary: dict[str, float],
+) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"bench-{stamp}.json"
+    document = {
+        "when": stamp,
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "arguments": vars(args),
+        "drain": drains,
+        "submission": [single, batch],
+        "latency": latency,
+        "summary": summary,
+    }
+    out.write_text(json.dumps(document, indent=2))
+    print(f"\nwritten: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
