@@ -106,6 +106,9 @@ class Settings:
     sse_max_seconds: float = 600.0
     """Longest an event stream stays open; clients resume with Last-Event-ID."""
 
+    token_cache_seconds: float = 5.0
+    """How long an API process trusts a token it has verified (0: check every request)."""
+
     log_level: str = "INFO"
     """Log level of jobstack's processes."""
 

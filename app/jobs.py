@@ -143,15 +143,20 @@ def submit(
         existing = _existing(active, resolved, tenant, idempotency_key, unique_key)
         if existing is not None:
             return existing
-        try:
-            with active.begin_nested():
-                active.add_all([job, created])
-        except IntegrityError:
-            # A concurrent submission took the key first: that job is this one.
-            existing = _existing(active, resolved, tenant, idempotency_key, unique_key)
-            if existing is None:
-                raise
-            return existing
+        if idempotency_key is None and unique_key is None:
+            # A fresh id conflicts with nothing: no SAVEPOINT round trips, and the rows
+            # of a batch are flushed together at commit.
+            active.add_all([job, created])
+        else:
+            try:
+                with active.begin_nested():
+                    active.add_all([job, created])
+            except IntegrityError:
+                # A concurrent submission took the key first: that job is this one.
+                existing = _existing(active, resolved, tenant, idempotency_key, unique_key)
+                if existing is None:
+                    raise
+                return existing
         if state is JobState.QUEUED:
             publish_after_commit(active, resolved.broker, message_for(job))
         if own_session:
@@ -230,7 +235,7 @@ def _flush_outbox(session: Session) -> None:
     for entry in pending:
         by_broker.setdefault(id(entry.broker), (entry.broker, []))[1].append(entry.message)
     for broker, messages in by_broker.values():
-        outbox.publish(broker, messages)
+        outbox.publish(broker, messages, mark_soon=True)
 
 
 def _drop_rolled_back(session: Session, rolled_back: SessionTransaction) -> None:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from dramatiq.message import generate_unique_id
 from sqlalchemy import select
 
 from app import db
+from app.config import load_settings
 from app.errors import JobstackError
 from app.models import ApiToken
 
 SCOPES = frozenset({"jobs:read", "jobs:write", "admin"})
 TOKEN_PREFIX = "jst_"
+#: Beyond this many verified tokens the cache starts over (it only saves lookups).
+MAX_CACHED_TOKENS = 10_000
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -64,13 +69,54 @@ def create_token(tenant: str, scopes: set[str], description: str | None = None) 
     return token
 
 
+class _VerifiedTokens:
+    """Tokens this process verified lately: a request then costs no database transaction.
+
+    Only valid tokens are kept (an unknown one is looked up every time, so a new token
+    works at once); a revoked token keeps working until its entry expires.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, digest: str, principal: Principal, ttl: float) -> None:
+        with self._lock:
+            if len(self._entries) >= MAX_CACHED_TOKENS:
+                self._entries.clear()
+            self._entries[digest] = (time.monotonic() + ttl, principal)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+verified_tokens = _VerifiedTokens()
+
+
 def authenticate(token: str) -> Principal | None:
     """The principal of a valid, unrevoked token; None otherwise."""
+    digest = _digest(token)
+    cached = verified_tokens.get(digest)
+    if cached is not None:
+        return cached
+    principal = _look_up(digest)
+    ttl = load_settings().token_cache_seconds
+    if principal is not None and ttl > 0:
+        verified_tokens.put(digest, principal, ttl)
+    return principal
+
+
+def _look_up(digest: str) -> Principal | None:
     with db.session_scope() as session:
         row = session.scalars(
-            select(ApiToken).where(
-                ApiToken.token_hash == _digest(token), ApiToken.revoked_at.is_(None)
-            )
+            select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
         ).one_or_none()
     if row is None:
         return None

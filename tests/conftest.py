@@ -28,6 +28,7 @@ from app.models import (
     WebhookSecret,
     Worker,
 )
+from app.tokens import verified_tokens
 from tests.support.services import postgres_admin_url, reachable, require
 
 TEST_DATABASE = "jobstack_test"
@@ -89,4 +90,5 @@ def clean_db(database_url: str) -> Iterator[str]:
             WebhookSecret,
         ):
             session.execute(delete(model))
+    verified_tokens.clear()
     yield database_url

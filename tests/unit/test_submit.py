@@ -13,6 +13,7 @@ from app.jobs import get_job, list_events, submit
 from app.messages import ATTEMPTS_OPTION
 from app.states import JobState
 from app.timeutil import utcnow
+from tests.support.waiting import wait_until
 from tests.unit.conftest import StubActors
 
 
@@ -33,7 +34,8 @@ def test_submit_creates_a_queued_row_and_publishes_its_message(stub: StubActors)
     assert job.state == JobState.QUEUED.value
     stored = get_job(job.id)
     assert (stored.actor, stored.kwargs, stored.priority) == ("t.echo", {"value": 3}, 5)
-    assert stored.published_at is not None
+    # Marked published in the next bulk update, within a fraction of a second.
+    wait_until(lambda: get_job(job.id).published_at, 2, "published_at")
     assert [e.kind for e in list_events(job.id)] == ["created"]
     [message] = _decoded(stub)
     assert message.message_id == job.id
