@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask, request
@@ -28,6 +29,15 @@ OPENAPI_CONFIG = {
 UPLOAD_ENDPOINTS = {"ingest.Uploads", "datasets.DatasetUpload"}
 
 
+def _refuse_nul_characters(pairs: Iterable[tuple[str | None, str | None]], what: str) -> None:
+    """400 for a NUL character in a name or value: no column may hold one (PostgreSQL
+    refuses them in text), so it could only fail later, as a 500."""
+    for name, value in pairs:
+        # A malformed part can come without a name.
+        if "\x00" in (name or "") or "\x00" in (value or ""):
+            abort(400, message=f"{what} {name!r} contains a NUL character")
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the API; ``config`` overrides Flask settings (tests)."""
     import actors  # noqa: F401  (the API submits to the actors registered on the broker)
@@ -47,11 +57,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def _json_bodies_only() -> None:
+        _refuse_nul_characters(request.args.items(multi=True), "query parameter")
         if request.endpoint in UPLOAD_ENDPOINTS:
             # Archives are multipart uploads, with their own (larger) size limit.
             request.max_content_length = upload_limit
             if request.mimetype != "multipart/form-data":
                 abort(415, message="send the file as multipart/form-data")
+            _refuse_nul_characters(request.form.items(multi=True), "form field")
+            for name, upload in request.files.items(multi=True):
+                _refuse_nul_characters([(name, upload.filename)], "file name of field")
             return
         has_body = bool(request.content_length) or "chunked" in request.headers.get(
             "Transfer-Encoding", ""

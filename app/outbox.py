@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from dramatiq import Broker, Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import update
 
 from app import db
 from app.models import Job
+from app.publisher import publisher_for
 from app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,33 @@ def publish(
     ids returned are safe to mark as published: at once, or with ``mark_soon`` in the
     next bulk update of :data:`published_marks`.
     """
+    if isinstance(broker, RabbitmqBroker):
+        # All sent, then one wait for RabbitMQ's confirms of all of them.
+        try:
+            published = publisher_for(broker).publish(messages)
+        except Exception:
+            logger.warning(
+                "Could not publish %d job(s); the relay will publish them later.",
+                len(messages),
+                exc_info=True,
+            )
+            published = []
+    else:
+        published = _publish_one_by_one(broker, messages)
+    if len(published) < len(messages):
+        logger.warning(
+            "%d of %d job(s) not confirmed by the broker; the relay will publish them later.",
+            len(messages) - len(published),
+            len(messages),
+        )
+    if published and mark_soon:
+        published_marks.add(published)
+    elif published:
+        mark_published(published)
+    return published
+
+
+def _publish_one_by_one(broker: Broker, messages: Sequence[Message[Any]]) -> list[str]:
     published: list[str] = []
     for message in messages:
         try:
@@ -45,10 +74,6 @@ def publish(
             )
             break
         published.append(message.message_id)
-    if published and mark_soon:
-        published_marks.add(published)
-    elif published:
-        mark_published(published)
     return published
 
 

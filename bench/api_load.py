@@ -56,7 +56,9 @@ class Client:
 class Api:
     """The API on a fresh PostgreSQL database, with a token that may submit."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, workers: int = 2, threads: int = 16) -> None:
+        self.workers = workers
+        self.threads = threads
         self.url = fresh_database("postgres", work)
         self.env = {
             **os.environ,
@@ -76,6 +78,7 @@ class Api:
         db.configure(self.url)
         self.token = create_token("bench", {"jobs:read", "jobs:write"}, "benchmark")
         command = [sys.executable, "-m", "app.cli", "api", "--bind", f"127.0.0.1:{PORT}"]
+        command += ["--workers", str(self.workers), "--threads", str(self.threads)]
         self._server = start(command, self.env, self._work / "api.log")
         try:
             self._wait_until_serving()

@@ -14,7 +14,13 @@ THREADS = 16
 @click.command("api")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to serve.")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
-def api_command(bind: str, workers: int) -> None:
+@click.option(
+    "--threads",
+    default=THREADS,
+    show_default=True,
+    help="Threads per worker (each open event stream holds one).",
+)
+def api_command(bind: str, workers: int, threads: int) -> None:
     """Serve the REST API with gunicorn (threaded workers)."""
     argv = [
         sys.executable,
@@ -27,7 +33,7 @@ def api_command(bind: str, workers: int) -> None:
         "--worker-class",
         "gthread",
         "--threads",
-        str(THREADS),
+        str(threads),
         "--access-logfile",
         "-",
         "--config",

@@ -156,6 +156,17 @@ def test_bad_uploads_are_refused(
     assert wrong.status_code == 422 and "type" in wrong.get_json()["errors"]["form"]
     as_json = client.post("/v1/uploads", json={"type": "app"}, headers=tokens.acme)
     assert as_json.status_code == 415
+    nul_label = client.post(
+        "/v1/uploads",
+        data={"file": (io.BytesIO(_add_on_tgz()), "ta.tgz"), "type": "app", "label": "a\x00b"},
+        headers=tokens.acme,
+        content_type="multipart/form-data",
+    )
+    assert nul_label.status_code == 400
+    assert "'label' contains a NUL character" in nul_label.get_json()["message"]
+    nul_query = client.get("/v1/runs?status=%00", headers=tokens.acme)
+    assert nul_query.status_code == 400
+    assert client.get("/v1/runs", headers=tokens.acme).get_json() == []  # nothing stored
 
     from api import create_app
 

@@ -12,6 +12,7 @@ from app.config import Settings
 from app.jobs import get_job, list_events, submit
 from app.messages import ATTEMPTS_OPTION
 from app.models import Job
+from app.outbox import published_marks
 from app.relay import Relay
 from app.states import JobState
 from app.timeutil import utcnow
@@ -37,7 +38,8 @@ def _set(job_id: str, **values: object) -> None:
 
 def _unpublished_job(stub: StubActors, age: timedelta) -> str:
     job = submit(stub.echo, kwargs={"value": 1})
-    stub.broker.flush_all()  # As if the publish after commit had failed.
+    stub.broker.flush_all()  # As if the publish after commit had failed,
+    published_marks.flush()  # and its mark had been made before this "undoes" it.
     _set(job.id, published_at=None, created_at=utcnow() - age)
     return job.id
 
