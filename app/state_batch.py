@@ -1,11 +1,13 @@
-"""Many jobs' starts and outcomes applied in one transaction with a handful of statements.
+"""Many jobs' starts and outcomes applied together, with a handful of statements.
 
 The common case — a message sent for the job's current attempt starts it; a running
-attempt finishes — is decided for the whole batch from one locking read, then written
-with one multi-row UPDATE per shape of change and one multi-row INSERT of events. Every
-other case (no row yet, a redelivery, a requested cancellation, a duplicate tick, two
-changes to one job in the same batch) goes, in order, through the one-job functions of
-:mod:`app.attempts` inside a savepoint, so its failure is its own.
+attempt finishes — takes a fast path: on PostgreSQL one server-side statement per
+change, pipelined with its COMMIT (:mod:`app.state_batch_postgres`); elsewhere one
+locking read for the batch, then one multi-row UPDATE per shape of change and one
+multi-row INSERT of events. Every other case (no row yet, a redelivery, a requested
+cancellation, a duplicate tick, a webhook to queue, two changes to one job in the same
+batch) goes, in order, through the one-job functions of :mod:`app.attempts` inside a
+savepoint, so its failure is its own.
 """
 
 from __future__ import annotations
@@ -67,7 +69,11 @@ StateChange = StartAttempt | RecordOutcome
 def apply_changes(
     session: Session, changes: Sequence[StateChange]
 ) -> list[ItemOutcome[int | None]]:
-    """Apply ``changes`` in the session's transaction; one outcome per change, in order."""
+    """Apply ``changes``; one outcome per change, in order.
+
+    The caller commits the session's transaction; on PostgreSQL the common cases have
+    already committed on their own by then (with their statements, in one round trip).
+    """
     # Every slot is filled below; None is also the outcome of a recorded RecordOutcome.
     outcomes: list[ItemOutcome[int | None]] = [None] * len(changes)
     per_job = Counter(change.job_id for change in changes)
@@ -87,7 +93,8 @@ def _apply_common_postgres(
     per_job: Counter[str],
     outcomes: list[ItemOutcome[int | None]],
 ) -> list[int]:
-    """The common cases, server-side in one round trip; returns the indexes left over."""
+    """The common cases, server-side and committed in one round trip; returns the
+    indexes left over (for a transaction of their own)."""
     starts: list[tuple[int, StartAttempt]] = []
     finishes: list[tuple[int, RecordOutcome]] = []
     general: list[int] = []
@@ -110,8 +117,6 @@ def _apply_common_postgres(
         if index in done.attempts:
             outcomes[index] = done.attempts[index]
     general.extend(index for index, _ in (*starts, *finishes) if not done.applied(index))
-    for job_id in done.webhooks:
-        enqueue_delivery(session, job_id)
     # The general path goes in submission order.
     return sorted(general)
 

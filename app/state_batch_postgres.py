@@ -2,8 +2,10 @@
 
 Each change is one statement that locks the job's row, moves it only if it is in the
 expected state and attempt, and appends the event, all server-side; the statements of a
-batch are sent together in psycopg's pipeline mode. A change whose statement matched no
-row (the job moved, or has no row) writes nothing and is left to the general path.
+batch and their COMMIT are sent together in psycopg's pipeline mode. A change whose
+statement matched no row (the job moved, has no row, or finishes with a webhook to
+queue in the same transaction) writes nothing and is left to the general path, which
+runs in a transaction of its own after this one: the jobs of the two are different.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import psycopg
 from psycopg.types.json import Json
 
 from app.messages import attempts_made
+from app.states import TERMINAL_STATES
 
 if TYPE_CHECKING:
     from app.state_batch import RecordOutcome, StartAttempt
@@ -53,12 +56,13 @@ WITH moved AS (
     UPDATE jobs SET {assignments}state = %(to_state)s, updated_at = %(now)s,
         last_event_seq = last_event_seq + 1
     WHERE id = %(id)s AND state = 'running' AND attempts = %(attempt)s
-    RETURNING id, attempts, last_event_seq, callback_url
+        AND (callback_url IS NULL OR NOT %(terminal)s)
+    RETURNING id, attempts, last_event_seq
 )
 INSERT INTO job_events ({_EVENT_COLUMNS})
 SELECT id, last_event_seq, %(now)s, %(to_state)s, 'running', %(to_state)s, attempts, %(data)s
 FROM moved
-RETURNING (SELECT callback_url FROM moved)
+RETURNING seq
 """
 
 
@@ -68,7 +72,6 @@ class Applied:
     def __init__(self) -> None:
         self.attempts: dict[int, int] = {}  # index of a start -> the attempt it started
         self.outcomes: set[int] = set()  # indexes of recorded outcomes
-        self.webhooks: list[str] = []  # jobs finished with a callback URL
 
     def applied(self, index: int) -> bool:
         return index in self.attempts or index in self.outcomes
@@ -85,7 +88,6 @@ def apply_common(
     """Try every change as the common case, in one round trip; returns what applied."""
     done = Applied()
     by_shape: dict[tuple[str, ...], list[tuple[int, RecordOutcome]]] = {}
-    job_of = {index: outcome.job_id for index, outcome in outcomes}
     for index, outcome in outcomes:
         by_shape.setdefault(tuple(sorted(outcome.values)), []).append((index, outcome))
 
@@ -107,6 +109,9 @@ def apply_common(
                 returning=True,
             )
             cursors.append((cursor, [index for index, _ in group], False))
+        # Committed in the same flight: a thread is woken only after the group commit
+        # has returned, so nothing is acked before this COMMIT succeeded.
+        driver.commit()
 
     for cursor, indexes, is_start in cursors:
         for index, row in zip(indexes, _rows(cursor), strict=True):
@@ -116,8 +121,6 @@ def apply_common(
                 done.attempts[index] = int(row[0])
             else:
                 done.outcomes.add(index)
-                if row[0]:
-                    done.webhooks.append(job_of[index])
         cursor.close()
     return done
 
@@ -158,6 +161,7 @@ def _outcome_params(change: RecordOutcome, now: datetime) -> dict[str, Any]:
         now=now,
         attempt=change.attempt,
         to_state=change.to_state.value,
+        terminal=change.to_state in TERMINAL_STATES,
         data=None if change.data is None else Json(change.data),
     )
     return params
