@@ -103,6 +103,7 @@ class PublishedMarks:
     def __init__(self, interval: float = 0.05) -> None:
         self._interval = interval
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
         self._ids: list[str] = []
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -119,11 +120,12 @@ class PublishedMarks:
                 self._thread.start()
 
     def flush(self) -> None:
-        """Mark everything collected so far, now."""
-        with self._lock:
-            ids, self._ids = self._ids, []
-        for start in range(0, len(ids), MARK_CHUNK):
-            mark_published(ids[start : start + MARK_CHUNK])
+        """Mark everything collected so far, now (once this returns, it is marked)."""
+        with self._flushing:
+            with self._lock:
+                ids, self._ids = self._ids, []
+            for start in range(0, len(ids), MARK_CHUNK):
+                mark_published(ids[start : start + MARK_CHUNK])
 
     def _run(self) -> None:
         while True:

@@ -1,6 +1,6 @@
 """``make bench``: jobstack against bare Dramatiq, and the targets of its performance issue.
 
-    python -m bench [-n 4000] [-p 1] [-t 8] [--posts 3000] [--clients 16]
+    python -m bench [-n 10000] [-p 1] [-t 8] [--posts 3000] [--clients 16]
                     [--batch-jobs 20000] [--rate 100] [--seconds 10]
 
 Everything runs on the local RabbitMQ and PostgreSQL, in one invocation; the table goes
@@ -37,7 +37,7 @@ TARGETS = [
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("-n", type=int, default=4000, help="messages per drain run")
+    parser.add_argument("-n", type=int, default=10000, help="messages per drain run")
     parser.add_argument("-p", type=int, default=1, help="worker processes")
     parser.add_argument("-t", type=int, default=8, help="worker threads")
     parser.add_argument("--posts", type=int, default=3000, help="jobs sent by single POSTs")

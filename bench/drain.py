@@ -18,28 +18,32 @@ from typing import Any
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from bench.services import (
+    QueueWatch,
     fresh_database,
     peak_rss_mib,
     postgres_commits,
-    ready_messages,
     start_worker,
     stop,
 )
 
 
 def _time_drain(queue: str, total: int, worker: Any, timeout: float = 600) -> float:
-    deadline = time.monotonic() + timeout
-    started = None
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with {worker.returncode}")
-        ready = ready_messages(queue)
-        now = time.monotonic()
-        if started is None and ready < total:
-            started = now
-        if started is not None and ready == 0:
-            return now - started
-        time.sleep(0.02)
+    watch = QueueWatch(queue)
+    try:
+        deadline = time.monotonic() + timeout
+        started = None
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with {worker.returncode}")
+            ready = watch.ready()
+            now = time.monotonic()
+            if started is None and ready < total:
+                started = now
+            if started is not None and ready == 0:
+                return now - started
+            time.sleep(0.02)
+    finally:
+        watch.close()
     raise TimeoutError(f"{queue} did not drain in {timeout}s")
 
 
@@ -80,6 +84,7 @@ def jobstack(backend: str, total: int, processes: int, threads: int, work: Path)
     from actors import diagnostics
     from app.broker import broker
     from app.jobs import submit
+    from app.outbox import published_marks
 
     assert isinstance(broker, RabbitmqBroker)
     broker.declare_queue("default", ensure=True)
@@ -87,6 +92,7 @@ def jobstack(backend: str, total: int, processes: int, threads: int, work: Path)
     # One transaction for the whole backlog: the drain is measured, not the filling.
     with db.session_scope() as session:
         ids = [submit(diagnostics.noop, session=session).id for _ in range(total)]
+    published_marks.flush()  # Not while the worker drains.
     commits_before = postgres_commits() if backend == "postgres" else None
     worker = start_worker("actors", processes, threads, env, work / f"jobstack-{backend}.log")
     try:

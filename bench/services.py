@@ -21,14 +21,32 @@ POSTGRES_ADMIN = os.environ.get(
 BENCH_DATABASE = "jobstack_bench"
 
 
+class QueueWatch:
+    """Reads a queue's depth over one connection (a connection per reading would load
+    RabbitMQ and this machine's two cores while they are being measured)."""
+
+    def __init__(self, queue: str) -> None:
+        self._queue = queue
+        self._connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+        self._channel = self._connection.channel()
+
+    def ready(self) -> int:
+        """Messages ready (not delivered to a consumer)."""
+        method = self._channel.queue_declare(self._queue, passive=True).method
+        count: int = method.message_count
+        return count
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 def ready_messages(queue: str) -> int:
     """Messages ready (not delivered to a consumer) in ``queue``."""
-    connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+    watch = QueueWatch(queue)
     try:
-        count: int = connection.channel().queue_declare(queue, passive=True).method.message_count
-        return count
+        return watch.ready()
     finally:
-        connection.close()
+        watch.close()
 
 
 def fresh_database(backend: str, work: Path) -> str:
