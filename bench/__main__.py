@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,18 +74,30 @@ def main() -> None:
         "worker_rss_mib": postgres["worker_peak_rss_mib"],
         "commits_per_job": single["commits_per_job"] + postgres["worker_commits_per_job"],
     }
-    _print(args, drains, single, batch, latency, summary)
-    _write(args, drains, single, batch, latency, summary)
+    results = Results(args, drains, single, batch, latency, summary)
+    _print(results)
+    _write(results)
 
 
-def _print(
-    args: argparse.Namespace,
-    drains: list[dict[str, Any]],
-    single: dict[str, Any],
-    batch: dict[str, Any],
-    latency: dict[str, Any],
-    summary: dict[str, float],
-) -> None:
+@dataclass(frozen=True)
+class Results:
+    args: argparse.Namespace
+    drains: list[dict[str, Any]]
+    single: dict[str, Any]
+    batch: dict[str, Any]
+    latency: dict[str, Any]
+    summary: dict[str, float]
+
+
+def _print(results: Results) -> None:
+    args, drains, single, batch, latency, summary = (
+        results.args,
+        results.drains,
+        results.single,
+        results.batch,
+        results.latency,
+        results.summary,
+    )
     print(f"\n{os.cpu_count()} cores, dramatiq -p {args.p} -t {args.t}\n")
     print(f"drain of {args.n} no-op jobs (worker start-up excluded)")
     print(f"  {'system':<22} {'seconds':>8} {'jobs/s':>8} {'vs bare':>8} {'peak RSS':>9}")
@@ -115,25 +128,18 @@ def _print(
         print(f"  {label:<28} {value:>10.2f} {sign}{goal:>6} {'met' if met else 'MISSED'}")
 
 
-def _write(
-    args: argparse.Namespace,
-    drains: list[dict[str, Any]],
-    single: dict[str, Any],
-    batch: dict[str, Any],
-    latency: dict[str, Any],
-    summary: dict[str, float],
-) -> None:
+def _write(results: Results) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"bench-{stamp}.json"
     document = {
         "when": stamp,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "arguments": vars(args),
-        "drain": drains,
-        "submission": [single, batch],
-        "latency": latency,
-        "summary": summary,
+        "arguments": vars(results.args),
+        "drain": results.drains,
+        "submission": [results.single, results.batch],
+        "latency": results.latency,
+        "summary": results.summary,
     }
     out.write_text(json.dumps(document, indent=2))
     print(f"\nwritten: {out.relative_to(ROOT)}")

@@ -16,6 +16,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,41 +114,55 @@ def _purge_default_queue() -> None:
     broker.flush_all()
 
 
-def single_posts(api: Api, total: int, clients: int) -> dict[str, Any]:
-    """``total`` jobs, one per POST, from ``clients`` concurrent connections."""
-    _purge_default_queue()
-    per_client = total // clients
+def _run_clients(clients: int, work: Callable[[Client], None], token: str) -> float:
+    """Run ``work`` on ``clients`` connections at once; seconds until all are done.
+    Raises the first client's error."""
     errors: list[BaseException] = []
 
     def run() -> None:
-        client = Client(api.token)
+        client = Client(token)
         try:
-            for _ in range(per_client):
-                client.post("/v1/jobs", NOOP)
+            work(client)
         except BaseException as error:
             errors.append(error)
         finally:
             client.close()
 
-    commits_before = postgres_commits()
     threads = [threading.Thread(target=run) for _ in range(clients)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    seconds = time.monotonic() - started
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]}")
-    done = per_client * clients
+    return time.monotonic() - started
+
+
+def _submission(system: str, done: int, seconds: float, commits_before: int) -> dict[str, Any]:
     _check_published(done)
     return {
-        "system": f"single POST /v1/jobs, {clients} clients",
+        "system": system,
         "jobs": done,
         "seconds": seconds,
         "per_second": done / seconds,
         "commits_per_job": (postgres_commits() - commits_before) / done,
     }
+
+
+def single_posts(api: Api, total: int, clients: int) -> dict[str, Any]:
+    """``total`` jobs, one per POST, from ``clients`` concurrent connections."""
+    _purge_default_queue()
+    per_client = total // clients
+
+    def post_one_by_one(client: Client) -> None:
+        for _ in range(per_client):
+            client.post("/v1/jobs", NOOP)
+
+    commits_before = postgres_commits()
+    seconds = _run_clients(clients, post_one_by_one, api.token)
+    system = f"single POST /v1/jobs, {clients} clients"
+    return _submission(system, per_client * clients, seconds, commits_before)
 
 
 def batch_posts(api: Api, total: int, clients: int) -> dict[str, Any]:
@@ -158,35 +173,18 @@ def batch_posts(api: Api, total: int, clients: int) -> dict[str, Any]:
     lock = threading.Lock()
     remaining = [requests]
 
-    def run() -> None:
-        client = Client(api.token)
-        try:
-            while True:
-                with lock:
-                    if remaining[0] == 0:
-                        return
-                    remaining[0] -= 1
-                client.post("/v1/jobs/batch", body)
-        finally:
-            client.close()
+    def post_batches(client: Client) -> None:
+        while True:
+            with lock:
+                if remaining[0] == 0:
+                    return
+                remaining[0] -= 1
+            client.post("/v1/jobs/batch", body)
 
     commits_before = postgres_commits()
-    threads = [threading.Thread(target=run) for _ in range(clients)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.monotonic() - started
-    done = requests * BATCH_SIZE
-    _check_published(done)
-    return {
-        "system": f"POST /v1/jobs/batch ({BATCH_SIZE} jobs), {clients} clients",
-        "jobs": done,
-        "seconds": seconds,
-        "per_second": done / seconds,
-        "commits_per_job": (postgres_commits() - commits_before) / done,
-    }
+    seconds = _run_clients(clients, post_batches, api.token)
+    system = f"POST /v1/jobs/batch ({BATCH_SIZE} jobs), {clients} clients"
+    return _submission(system, requests * BATCH_SIZE, seconds, commits_before)
 
 
 def _check_published(expected: int, timeout: float = 30) -> None:
