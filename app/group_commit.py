@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -39,6 +39,16 @@ MAX_BATCH = 500
 #: Applies a batch in the session's transaction; one outcome per item, in order. An item's
 #: own failure is returned as its outcome; an exception raised fails the whole attempt.
 ApplyBatch = Callable[[Session, Sequence[T]], list[ItemOutcome[R]]]
+
+
+class PartlyCommitted(Exception):
+    """Raised by an apply function that committed some items before ``error`` stopped
+    it: ``outcomes`` (by index in the batch) are durable and must not be applied again."""
+
+    def __init__(self, outcomes: dict[int, Any], error: BaseException) -> None:
+        super().__init__(f"{len(outcomes)} item(s) committed before: {error!r}")
+        self.outcomes = outcomes
+        self.error = error
 
 
 @dataclass(eq=False)
@@ -122,7 +132,19 @@ class GroupCommitter(Generic[T, R]):
         while batch:
             try:
                 outcomes = self._apply_together(batch)
-            except (OperationalError, InterfaceError) as error:
+            except BaseException as raised:
+                error = raised
+                if isinstance(raised, PartlyCommitted):
+                    # Those items are durable: wake them, and never apply them again.
+                    for index, outcome in raised.outcomes.items():
+                        self._wake(batch[index], outcome)
+                    batch = [w for i, w in enumerate(batch) if i not in raised.outcomes]
+                    error = raised.error
+            else:
+                for waiting, outcome in zip(batch, outcomes, strict=True):
+                    self._wake(waiting, outcome)
+                return
+            if isinstance(error, (OperationalError, InterfaceError)):
                 self._disconnect(broken=True)
                 now = time.monotonic()
                 expired = [w for w in batch if w.deadline is not None and now + pause > w.deadline]
@@ -136,24 +158,19 @@ class GroupCommitter(Generic[T, R]):
                     time.sleep(pause)
                     pause = min(pause * 2, LONGEST_PAUSE)
                 continue
-            except Exception as error:
-                if not split_on_error:
-                    self._wake(batch[0], error)
-                    return
-                # Something in the batch broke the shared transaction: apply each item in
-                # a transaction of its own, so one bad item fails alone.
-                logger.warning(
-                    "A group commit failed; applying its items one by one.", exc_info=True
-                )
-                for waiting in batch:
-                    self._commit([waiting], split_on_error=False)
-                return
-            except BaseException as error:  # pragma: no cover - interpreter shutdown
+            if not isinstance(error, Exception):  # pragma: no cover - interpreter shutdown
                 for waiting in batch:
                     self._wake(waiting, RuntimeError(f"group commit stopped: {error!r}"))
-                raise
-            for waiting, outcome in zip(batch, outcomes, strict=True):
-                self._wake(waiting, outcome)
+                raise error
+            if not split_on_error or len(batch) <= 1:
+                for waiting in batch:
+                    self._wake(waiting, error)
+                return
+            # Something in the batch broke the shared transaction: apply each item in a
+            # transaction of its own, so one bad item fails alone.
+            logger.warning("A group commit failed; applying its items one by one.", exc_info=error)
+            for waiting in batch:
+                self._commit([waiting], split_on_error=False)
             return
 
     def _apply_together(self, batch: list[_Waiting[T, R]]) -> list[ItemOutcome[R]]:

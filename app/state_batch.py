@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.attempts import record_outcome, start_attempt
 from app.errors import InvalidTransition, StaleAttempt
-from app.group_commit import ItemOutcome
+from app.group_commit import ItemOutcome, PartlyCommitted
 from app.messages import attempts_made
 from app.models import Job, JobEvent
 from app.state_batch_postgres import apply_common
@@ -78,12 +78,19 @@ def apply_changes(
     outcomes: list[ItemOutcome[int | None]] = [None] * len(changes)
     per_job = Counter(change.job_id for change in changes)
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        general = _apply_common_postgres(session, changes, per_job, outcomes)
-    else:
-        general = _apply_common_portable(session, changes, per_job, outcomes)
-    for index in general:
-        outcomes[index] = _one_by_one(session, changes[index])
+    if connection.dialect.name != "postgresql":
+        for index in _apply_common_portable(session, changes, per_job, outcomes):
+            outcomes[index] = _one_by_one(session, changes[index])
+        return outcomes
+    general = _apply_common_postgres(session, changes, per_job, outcomes)
+    committed = {i: outcomes[i] for i in range(len(changes)) if i not in set(general)}
+    try:
+        for index in general:
+            outcomes[index] = _one_by_one(session, changes[index])
+    except Exception as error:
+        # The common cases are already committed: applying them again would find their
+        # jobs moved, and skip messages whose start is recorded.
+        raise PartlyCommitted(committed, error) from error
     return outcomes
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import pytest
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
 from dramatiq.message import generate_unique_id
@@ -11,6 +13,7 @@ from sqlalchemy import update
 
 from app import db
 from app.errors import StaleAttempt
+from app.group_commit import GroupCommitter
 from app.jobs import get_job, list_events
 from app.messages import ATTEMPTS_OPTION
 from app.models import Job
@@ -114,3 +117,53 @@ def test_an_outcome_for_a_stale_attempt_fails_alone(clean_db: str) -> None:
     assert results[1] is None
     assert get_job(other).state == "failed"
     assert list_events(other)[-1].data == {"reason": "x"}
+
+
+def test_a_failure_after_the_common_cases_committed_does_not_apply_them_twice(
+    clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL the common cases commit first; on SQLite all of a batch rolls back
+    # together. Either way each change ends applied exactly once, or failed alone.
+    common = make_job(JobState.QUEUED)
+    odd = make_job(JobState.QUEUED)
+    with db.session_scope() as session:  # A cancellation request sends it down the general path.
+        session.execute(update(Job).where(Job.id == odd).values(cancel_requested_at=utcnow()))
+
+    def broken_start(*_args: Any) -> None:
+        raise RuntimeError("the general path broke")
+
+    monkeypatch.setattr("app.state_batch.start_attempt", broken_start)
+    committer: GroupCommitter[StateChange, int | None] = GroupCommitter(
+        apply_changes, name="test-commit"
+    )
+    results: dict[str, Any] = {}
+    hold = threading.Event()
+    apply = committer._apply
+
+    def held(session: Any, changes: Any) -> Any:
+        hold.wait(5)  # Both changes in one batch.
+        return apply(session, changes)
+
+    committer._apply = held
+
+    def start(job_id: str) -> None:
+        try:
+            results[job_id] = committer.run(
+                StartAttempt(_message(job_id), redelivered=False), give_up_after=2
+            )
+        except Exception as error:
+            results[job_id] = error
+
+    threads = [threading.Thread(target=start, args=(job,)) for job in (common, odd)]
+    for thread in threads:
+        thread.start()
+    threading.Timer(0.3, hold.set).start()
+    for thread in threads:
+        thread.join(10)
+    committer.stop()
+
+    assert results[common] == 1
+    assert [kind for _, kind, *_ in _events(common)] == ["created", "started"]
+    assert (get_job(common).state, get_job(common).attempts) == ("running", 1)
+    assert isinstance(results[odd], RuntimeError)
+    assert get_job(odd).state == "queued"
