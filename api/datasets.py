@@ -65,7 +65,7 @@ class DatasetReprocess(MethodView):
 
 @blp.route("/names")
 class Names(MethodView):
-    @blp.arguments(NameQuerySchema, location="query")
+    @blp.arguments(NameQuerySchema(), location="query")
     @blp.response(200, NamePageSchema)
     def get(self, query: dict[str, Any]) -> Any:
         """Name records, filtered by name, year, sex and country."""

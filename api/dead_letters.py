@@ -29,7 +29,7 @@ def _filter(data: dict[str, Any]) -> DeadLetterFilter:
 
 @blp.route("")
 class DeadLetters(MethodView):
-    @blp.arguments(DeadLetterQuerySchema, location="query")
+    @blp.arguments(DeadLetterQuerySchema(), location="query")
     @blp.response(200, RedriveResultSchema)
     def get(self, query: dict[str, Any]) -> Any:
         """The dead letters matching the filter, with their jobs' errors."""
@@ -40,7 +40,7 @@ class DeadLetters(MethodView):
 
 @blp.route("/redrive")
 class Redrive(MethodView):
-    @blp.arguments(RedriveSchema)
+    @blp.arguments(RedriveSchema())
     @blp.response(200, RedriveResultSchema)
     def post(self, data: dict[str, Any]) -> Any:
         """Queue the matching dead letters' jobs again (``dry_run``: only list them)."""

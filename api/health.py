@@ -132,7 +132,7 @@ class WorkerTask(MethodView):
 
 @blp.route("/v1/health/history")
 class HealthHistory(MethodView):
-    @blp.arguments(HealthHistoryQuerySchema, location="query")
+    @blp.arguments(HealthHistoryQuerySchema(), location="query")
     @blp.response(200, HealthCheckSchema(many=True))
     def get(self, query: dict[str, Any]) -> Any:
         """The periodic health checks, newest first."""

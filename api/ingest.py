@@ -61,7 +61,7 @@ class Uploads(MethodView):
 
 @blp.route("/runs")
 class Runs(MethodView):
-    @blp.arguments(RunListQuerySchema, location="query")
+    @blp.arguments(RunListQuerySchema(), location="query")
     @blp.response(200, RunSchema(many=True))
     def get(self, query: dict[str, Any]) -> Any:
         """The newest ingestion runs."""
@@ -85,7 +85,7 @@ class Run(MethodView):
 
 @blp.route("/runs/<string:run_id>/stanzas")
 class RunStanzas(MethodView):
-    @blp.arguments(StanzaQuerySchema, location="query")
+    @blp.arguments(StanzaQuerySchema(), location="query")
     @blp.response(200, StanzaPageSchema)
     def get(self, query: dict[str, Any], run_id: str) -> Any:
         """The run's stanzas in file order; filter by ``conf`` and ``stanza``."""

@@ -89,7 +89,7 @@ def _submit(principal: Principal, data: dict[str, Any], **extra: Any) -> Job:
 
 @blp.route("")
 class Jobs(MethodView):
-    @blp.arguments(JobCreateSchema)
+    @blp.arguments(JobCreateSchema())
     @blp.doc(
         parameters=[
             {
@@ -124,7 +124,7 @@ class Jobs(MethodView):
             headers["Idempotent-Replayed"] = "true"
         return job, headers
 
-    @blp.arguments(JobListQuerySchema, location="query")
+    @blp.arguments(JobListQuerySchema(), location="query")
     @blp.response(200, JobPageSchema)
     def get(self, query: dict[str, Any]) -> Any:
         """List jobs, newest first; follow ``next_cursor`` for the next page."""
@@ -152,7 +152,7 @@ class Jobs(MethodView):
 
 @blp.route("/batch")
 class JobBatch(MethodView):
-    @blp.arguments(JobBatchSchema)
+    @blp.arguments(JobBatchSchema())
     @blp.response(202, JobIdsSchema, description="Accepted: every job is stored and queued.")
     def post(self, data: dict[str, Any]) -> Any:
         """Submit up to 1000 jobs in one transaction: all are stored, or none."""

@@ -7,6 +7,7 @@ publish never loses the job (the relay publishes it later).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import dramatiq
 from dramatiq import Actor
 from dramatiq.message import generate_unique_id
-from sqlalchemy import event, select
+from sqlalchemy import Insert, Table, bindparam, event, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -137,6 +138,18 @@ def submit(
     )
     created = JobEvent(job_id=job.id, seq=1, at=now, kind="created", to_state=state.value)
 
+    if (
+        session is None
+        and idempotency_key is None
+        and unique_key is None
+        and db.get_engine().dialect.name == "postgresql"
+    ):
+        # The common single submission: one statement, committed on its own.
+        _insert_in_one_statement(job, state)
+        if state is JobState.QUEUED:
+            outbox.publish(resolved.broker, [message_for(job)], mark_soon=True)
+        return job
+
     own_session = session is None
     active = session if session is not None else db.new_session()
     try:
@@ -165,6 +178,45 @@ def submit(
         if own_session:
             active.close()
     return job
+
+
+def _insert_in_one_statement(job: Job, state: JobState) -> None:
+    """Insert the job and its "created" event with one statement, in autocommit: one
+    round trip instead of three (INSERT, INSERT, COMMIT) and no unit of work (PostgreSQL:
+    a data-modifying WITH)."""
+    params = {f"job_{key}": getattr(job, key) for key in _job_columns()}
+    params.update(event_at=job.created_at, event_state=state.value)
+    with db.get_engine().connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+            _job_and_event_insert(), params
+        )
+
+
+def _job_columns() -> list[str]:
+    jobs: Table = Job.__table__  # type: ignore[assignment]
+    return [column.key for column in jobs.columns]
+
+
+@functools.cache
+def _job_and_event_insert() -> Insert:
+    """Built once: SQLAlchemy then reuses its compiled form (building the statement with
+    the values in it cost more than the round trips it saves)."""
+    jobs: Table = Job.__table__  # type: ignore[assignment]
+    events: Table = JobEvent.__table__  # type: ignore[assignment]
+    values = {
+        column.key: bindparam(f"job_{column.key}", type_=column.type) for column in jobs.columns
+    }
+    inserted = insert(jobs).values(values).returning(jobs.c.id).cte("inserted")
+    return insert(events).from_select(
+        ["job_id", "seq", "at", "kind", "to_state"],
+        select(
+            inserted.c.id,
+            literal(1),
+            bindparam("event_at", type_=events.c.at.type),
+            literal("created"),
+            bindparam("event_state", type_=events.c.to_state.type),
+        ),
+    )
 
 
 def find_by_idempotency_key(tenant: str, key: str) -> Job | None:
