@@ -70,7 +70,7 @@ class GroupCommitter(Generic[T, R]):
         self._start_lock = threading.Lock()
         self._connection: Connection | None = None
         self._engine: Engine | None = None
-        #: Transactions committed by this committer (for tests and the benchmark).
+        #: Transactions committed by this committer (tests read it).
         self.commits = 0
 
     def run(self, item: T, *, give_up_after: float | None) -> R:

@@ -76,11 +76,6 @@ class Tracking(Middleware):
     def _new_committer() -> GroupCommitter[StateChange, int | None]:
         return GroupCommitter(apply_changes, name="jobstack-group-commit")
 
-    @property
-    def commits(self) -> int:
-        """Transactions the worker side committed for starts and outcomes."""
-        return self._committer.commits
-
     # Producer side ------------------------------------------------------------------
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
