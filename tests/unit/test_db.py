@@ -1,35 +1,33 @@
-"""The engine's connection handling."""
+"""The engine's connection handling (on PostgreSQL, whatever the suite's backend: SQLite
+has no server connection to cut)."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from app import db
+from tests.support.services import postgres_admin_url, reachable, require
 
 
 def test_a_pooled_connection_cut_while_idle_is_replaced_before_use(
-    clean_db: str, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if db.get_engine().dialect.name != "postgresql":
-        pytest.skip("SQLite has no server connection to cut")
+    admin_url = postgres_admin_url()
+    require(reachable(admin_url, 5432), f"PostgreSQL at {admin_url}")
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
-    with db.session_scope() as session:
-        assert session.scalar(text("SELECT 1")) == 1  # a connection now sits in the pool
-
-    # A database restart, as far as the pool can tell: every other backend is gone.
-    url = make_url(clean_db).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url, autocommit=True) as admin:
-        cut = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-    assert cut is not None and cut[0] >= 1
-
+    engine = db.build_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
-        with db.session_scope() as session:
-            assert session.scalar(text("SELECT 2")) == 2
+        with engine.connect() as connection:
+            pid = connection.scalar(text("SELECT pg_backend_pid()"))  # now idle in the pool
+
+        # A database restart, as far as the pool can tell: its connection is gone.
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT 2")) == 2
+            assert connection.scalar(text("SELECT pg_backend_pid()")) != pid
     finally:
-        db.get_engine().dispose()  # Other cut connections may still sit in the pool.
+        engine.dispose()
