@@ -119,7 +119,8 @@ def test_a_message_that_kills_its_worker_three_times_is_dead_lettered_as_poison(
     assert list_events(job.id)[-1].data == {"reason": "poison", "dead_lettered": True, "deaths": 3}
     assert last.process.poll() is None  # This worker lives on.
     broker = real_broker()
-    assert broker.get_queue_message_counts("default")[2] == 1  # in default.XQ
+    # The state is committed first, then the message is nacked into default.XQ.
+    wait_until(lambda: broker.get_queue_message_counts("default")[2] == 1, 10, "the dead letter")
 
 
 def test_jobstack_dlq_lists_and_redrives_dead_letters(
