@@ -9,7 +9,6 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import (
     AgeLimit,
@@ -20,6 +19,7 @@ from dramatiq.middleware import (
     ShutdownNotifications,
 )
 
+from app.acks import JobstackRabbitmqBroker
 from app.config import Settings, load_settings
 from app.jobs import MAX_PRIORITY
 from app.middleware.actor_options import JobstackActorOptions
@@ -76,14 +76,15 @@ STANDARD_QUEUES = ("critical", "default", "low")
 
 
 def create_broker(settings: Settings) -> dramatiq.Broker:
-    """A RabbitMQ broker with publisher confirms and priority queues, or the stub broker."""
+    """A RabbitMQ broker with publisher confirms, priority queues and acks that wait for
+    the job's commit (:mod:`app.acks`), or the stub broker."""
     broker: dramatiq.Broker
     if settings.broker_url.startswith("stub://"):
         broker = StubBroker(middleware=build_middleware())
     else:
         # Queue arguments cannot change once a queue exists, so x-max-priority is fixed
         # now for every queue jobstack declares (per-job priorities 0–9).
-        broker = RabbitmqBroker(
+        broker = JobstackRabbitmqBroker(
             url=amqp_url(settings),
             confirm_delivery=True,
             max_priority=MAX_PRIORITY,

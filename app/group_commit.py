@@ -1,10 +1,12 @@
 """Group commit: many threads' database changes, one transaction, one commit.
 
-Worker threads hand their change to a :class:`GroupCommitter` and block. Its thread takes
-every change waiting, applies them together on one long-lived connection, commits once,
-and only then wakes each thread with its own result. A thread therefore never returns
-(and Dramatiq never acks its message) before its change is durable; if the process dies
-before the shared commit, no thread has returned and every message is redelivered.
+Worker threads hand their change to a :class:`GroupCommitter` and either block
+(:meth:`~GroupCommitter.run`) or leave a callback (:meth:`~GroupCommitter.submit`). Its
+thread takes every change waiting, applies them together on one long-lived connection,
+commits once, and only then wakes each thread, or calls each callback, with its own
+result. Nothing that follows a change (a thread returning, a message's ack) happens
+before the change is durable; if the process dies before the shared commit, nothing
+followed and every message is redelivered.
 """
 
 from __future__ import annotations
@@ -51,10 +53,15 @@ class PartlyCommitted(Exception):
         self.error = error
 
 
+#: Called on the committer's thread with an item's outcome once it is final.
+OnDone = Callable[[ItemOutcome[R]], None]
+
+
 @dataclass(eq=False)
 class _Waiting(Generic[T, R]):
     item: T
     deadline: float | None
+    on_done: OnDone[R] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     outcome: ItemOutcome[R] | None = None
 
@@ -72,6 +79,9 @@ class GroupCommitter(Generic[T, R]):
         self._engine: Engine | None = None
         #: Transactions committed by this committer (tests read it).
         self.commits = 0
+        # Items handed over and not yet final, for flush().
+        self._unfinished = 0
+        self._idle = threading.Condition()
 
     def run(self, item: T, *, give_up_after: float | None) -> R:
         """Apply ``item`` in the next shared transaction; returns once it is committed.
@@ -79,14 +89,36 @@ class GroupCommitter(Generic[T, R]):
         Raises the item's own error, or the database's once ``give_up_after`` seconds
         passed without a commit (``None`` waits for ever).
         """
-        self._ensure_started()
-        deadline = None if give_up_after is None else time.monotonic() + give_up_after
-        waiting: _Waiting[T, R] = _Waiting(item, deadline)
-        self._queue.put(waiting)
+        waiting = self._hand_over(item, give_up_after, None)
         waiting.done.wait()
         if isinstance(waiting.outcome, Exception):
             raise waiting.outcome
         return waiting.outcome  # type: ignore[return-value]
+
+    def submit(self, item: T, on_done: OnDone[R], *, give_up_after: float | None) -> None:
+        """Apply ``item`` in the next shared transaction without waiting for it.
+
+        ``on_done`` is called on the committer's thread with the item's result or error,
+        after the commit (or once ``give_up_after`` passed without one). It must not
+        block: the batch's other items wait for it.
+        """
+        self._hand_over(item, give_up_after, on_done)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every item handed over so far is final; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
+
+    def _hand_over(
+        self, item: T, give_up_after: float | None, on_done: OnDone[R] | None
+    ) -> _Waiting[T, R]:
+        self._ensure_started()
+        deadline = None if give_up_after is None else time.monotonic() + give_up_after
+        waiting: _Waiting[T, R] = _Waiting(item, deadline, on_done)
+        with self._idle:
+            self._unfinished += 1
+        self._queue.put(waiting)
+        return waiting
 
     def stop(self) -> None:
         """Let the thread finish what it holds and close its connection."""
@@ -187,6 +219,15 @@ class GroupCommitter(Generic[T, R]):
     def _wake(self, waiting: _Waiting[T, R], outcome: ItemOutcome[R]) -> None:
         waiting.outcome = outcome
         waiting.done.set()
+        if waiting.on_done is not None:
+            try:
+                waiting.on_done(outcome)
+            except Exception:
+                logger.exception("A group commit callback failed.")
+        with self._idle:
+            self._unfinished -= 1
+            if self._unfinished == 0:
+                self._idle.notify_all()
 
     def _connect(self) -> Connection:
         """The committer's connection, kept across batches (no pool checkout, no ping)."""

@@ -3,13 +3,17 @@
 First in the middleware list: ``after_*`` hooks run in reverse order, so this
 middleware's ``after_process_message`` runs last and sees the decision Retries made (a
 retry enqueued, or the message failed), with TimeLimit's timer already disarmed.
-Dramatiq acks or nacks a message only after every ``after_process_message`` hook has
-returned, and the hook here returns only once the new state is committed: the state is
-durable before the message is acked.
+
+The start is committed before the actor runs (it decides whether the message runs at
+all). The outcome is handed to the group committer; on jobstack's RabbitMQ broker the
+hook returns at once and the message's ack or nack waits for the commit
+(:mod:`app.acks`), on any other broker the hook itself waits. Either way the new state
+is durable before the message is acked.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -24,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import db
+from app.acks import AfterCommit, hold_ack_until
 from app.attempts import insert_job_if_absent
 from app.config import load_settings
 from app.context import JobContext, current_job_or_none, enter_job
@@ -47,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest traceback stored on a job, in characters.
 MAX_TRACEBACK = 32_000
+#: Longest wait at shutdown for outcomes being committed (their acks wait for them).
+SHUTDOWN_FLUSH_SECONDS = 30.0
 #: Delay before the relay re-publishes a retry that Retries could not enqueue.
 LOST_RETRY_DELAY = timedelta(seconds=5)
 
@@ -140,6 +147,12 @@ class Tracking(Middleware):
         # A committer thread does not survive a fork; the worker process gets its own.
         self._committer = self._new_committer()
 
+    def before_consumer_thread_shutdown(self, broker: Broker, thread: Any) -> None:
+        # Workers have stopped; outcomes still being committed release their acks now,
+        # before Dramatiq closes the consumers' connections.
+        if not self._committer.flush(timeout=SHUTDOWN_FLUSH_SECONDS):
+            logger.warning("Outcomes still uncommitted at shutdown; their messages return.")
+
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self._committer.stop()
 
@@ -182,7 +195,8 @@ class Tracking(Middleware):
         values: dict[str, Any] = {"finished_at": utcnow()}
         if message.failed:
             values.update(error_type="Skipped", error_message="skipped by worker middleware")
-        self._record(message.message_id, attempt, to_state, values, {"reason": "skipped"})
+        change = RecordOutcome(message.message_id, attempt, to_state, values, {"reason": "skipped"})
+        self._record(broker, message, change)
 
     def after_process_message(
         self,
@@ -211,28 +225,46 @@ class Tracking(Middleware):
 
         # Logged while the job's context is still set, so the line carries its ids.
         logger.info("Job %s %s after attempt %d.", message.message_id, to_state.value, attempt)
-        self._record(message.message_id, attempt, to_state, values, data)
+        self._record(
+            broker, message, RecordOutcome(message.message_id, attempt, to_state, values, data)
+        )
         enter_job(None)
 
-    def _record(
-        self,
-        job_id: str,
-        attempt: int,
-        to_state: JobState,
-        values: dict[str, Any],
-        data: dict[str, Any] | None,
-    ) -> None:
-        """Commit the outcome of ``attempt``."""
+    def _record(self, broker: Broker, message: MessageProxy, change: RecordOutcome) -> None:
+        """Commit the outcome ``change`` before ``message`` is acked or nacked.
 
-        try:
-            # Waits for the database however long it takes: acking before the outcome
-            # is stored would lose it. A worker stopped meanwhile leaves the message
-            # unacked, so RabbitMQ delivers it again.
-            self._committer.run(
-                RecordOutcome(job_id, attempt, to_state, values, data), give_up_after=None
+        The database is waited for however long it takes: acking before the outcome is
+        stored would lose it. A worker stopped meanwhile leaves the message unacked, so
+        RabbitMQ delivers it again.
+        """
+        if getattr(broker, "acks_wait_for_commits", False):
+            gate = AfterCommit()
+            hold_ack_until(message, gate)
+            self._committer.submit(
+                change,
+                functools.partial(_outcome_committed, change.job_id, gate),
+                give_up_after=None,
             )
+            return
+        try:
+            self._committer.run(change, give_up_after=None)
         except (StaleAttempt, InvalidTransition) as error:
-            logger.warning("Outcome of job %s not recorded: %s", job_id, error)
+            logger.warning("Outcome of job %s not recorded: %s", change.job_id, error)
+
+
+def _outcome_committed(job_id: str, gate: AfterCommit, outcome: object) -> None:
+    """On the committer's thread: release the message's ack, unless nothing was stored."""
+    if isinstance(outcome, (StaleAttempt, InvalidTransition)):
+        # The job moved on without this attempt (cancelled, or redelivered elsewhere):
+        # nothing to keep the message for.
+        logger.warning("Outcome of job %s not recorded: %s", job_id, outcome)
+    elif isinstance(outcome, Exception):
+        # Never ack what is not stored: the message stays unacked and returns to the
+        # queue when this worker's connection closes (a poison message is dead-lettered
+        # after its third delivery).
+        logger.error("Outcome of job %s could not be stored.", job_id, exc_info=outcome)
+        return
+    gate.open()
 
 
 def _job_with_key(session: Session, key: str) -> str | None:

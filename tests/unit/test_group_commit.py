@@ -84,6 +84,21 @@ def _hold_batches_until(committer: GroupCommitter[str, str], *, release_after: f
     committer._apply = held
 
 
+def _hold_commits(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make every commit wait: returns (changes applied, let the commits go)."""
+    applied = threading.Event()
+    commit_may_go = threading.Event()
+    real_commit = Session.commit
+
+    def held_commit(session: Session) -> None:
+        applied.set()
+        commit_may_go.wait(10)
+        real_commit(session)
+
+    monkeypatch.setattr(Session, "commit", held_commit)
+    return applied, commit_may_go
+
+
 def test_changes_of_many_threads_share_transactions_and_each_gets_its_own_result(
     committer: GroupCommitter[str, str],
 ) -> None:
@@ -99,16 +114,7 @@ def test_changes_of_many_threads_share_transactions_and_each_gets_its_own_result
 def test_no_thread_returns_before_the_shared_commit(
     committer: GroupCommitter[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    applied = threading.Event()
-    commit_may_go = threading.Event()
-    real_commit = Session.commit
-
-    def held_commit(session: Session) -> None:
-        applied.set()
-        commit_may_go.wait(10)
-        real_commit(session)
-
-    monkeypatch.setattr(Session, "commit", held_commit)
+    applied, commit_may_go = _hold_commits(monkeypatch)
     returned: list[str] = []
     threads = [
         threading.Thread(target=lambda n=n: returned.append(committer.run(n, give_up_after=None)))
@@ -158,3 +164,38 @@ def test_a_change_that_breaks_the_shared_transaction_fails_alone(
     assert _leases() == {"taken", "fine-1", "fine-2"}
     with db.session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Lease)) == 3
+
+
+def test_a_submitted_change_calls_back_only_after_the_shared_commit(
+    committer: GroupCommitter[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applied, commit_may_go = _hold_commits(monkeypatch)
+    # What the callback saw: its result, and what another connection saw at that moment.
+    called: list[tuple[object, set[str], str]] = []
+
+    def on_done(outcome: object) -> None:
+        called.append((outcome, _committed_leases(), threading.current_thread().name))
+
+    for name in ("p", "q"):
+        committer.submit(name, on_done, give_up_after=None)  # Returns at once.
+    assert applied.wait(5)
+    threading.Event().wait(0.2)
+    assert called == []  # Applied, not committed: an ack now could lose the change.
+    assert not committer.flush(timeout=0.1)
+
+    commit_may_go.set()
+    assert committer.flush(timeout=10)
+    assert sorted(outcome for outcome, _, _ in called) == ["wrote p", "wrote q"]  # type: ignore[type-var]
+    assert all(seen == {"p", "q"} for _, seen, _ in called)  # Already durable.
+    assert {thread for _, _, thread in called} == {"test-commit"}
+
+
+def test_a_submitted_change_that_fails_calls_back_with_its_error(
+    committer: GroupCommitter[str, str],
+) -> None:
+    committer.run("dup", give_up_after=1)
+    outcomes: list[object] = []
+    committer.submit("dup", outcomes.append, give_up_after=1)
+    assert committer.flush(timeout=10)
+
+    assert len(outcomes) == 1 and isinstance(outcomes[0], Exception)

@@ -1,0 +1,96 @@
+"""On real RabbitMQ: a message is acked only after its job's outcome is committed.
+
+The worker thread does not wait for the outcome's commit (app.acks); these tests watch
+the consumer's acks themselves and read the job's committed state at that moment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
+
+from actors import diagnostics
+from app import db
+from app.jobs import get_job, submit
+from app.states import JobState
+from tests.integration import test_actors
+from tests.support.waiting import wait_for_state, wait_until
+
+
+def _committed_state(job_id: str) -> str | None:
+    """The job's state as another connection sees it, outside any write transaction."""
+    connection = db.get_engine().raw_connection()
+    try:
+        cursor = connection.cursor()
+        placeholder = "?" if db.get_engine().dialect.name == "sqlite" else "%s"
+        cursor.execute(f"SELECT state FROM jobs WHERE id = {placeholder}", (job_id,))
+        row = cursor.fetchone()
+        connection.rollback()
+        return None if row is None else str(row[0])
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def acks(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
+    """Each acked message id, with its job's committed state when the ack was sent."""
+    seen: dict[str, str | None] = {}
+    real_ack = _RabbitmqConsumer.ack
+
+    def spying_ack(consumer: Any, message: MessageProxy) -> None:
+        seen[message.message_id] = _committed_state(message.message_id)
+        real_ack(consumer, message)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(_RabbitmqConsumer, "ack", spying_ack)
+    return seen
+
+
+@contextmanager
+def _job_row_held(job_id: str) -> Iterator[None]:
+    """Hold the job's row (PostgreSQL) or the database (SQLite) in an open transaction,
+    so that the worker's commit of a new state waits."""
+    connection = db.get_engine().raw_connection()
+    try:
+        cursor = connection.cursor()
+        if db.get_engine().dialect.name == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")
+        else:
+            cursor.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+        yield
+    finally:
+        connection.rollback()
+        connection.close()
+
+
+def test_every_message_is_acked_after_its_outcome_is_committed(
+    acks: dict[str, str | None], worker: dramatiq.Worker
+) -> None:
+    ids = [submit(diagnostics.noop).id for _ in range(30)]
+
+    wait_until(lambda: set(ids) <= set(acks), 30, "30 acks")
+    assert {acks[job_id] for job_id in ids} == {"succeeded"}
+
+
+def test_an_outcome_held_up_in_the_database_holds_the_ack(
+    acks: dict[str, str | None], worker: dramatiq.Worker
+) -> None:
+    test_actors.GATE.clear()
+    job = submit(test_actors.gated)
+    wait_for_state(job.id, states={JobState.RUNNING})
+
+    with _job_row_held(job.id):
+        test_actors.GATE.set()  # The actor returns; its outcome's commit must wait.
+        threading.Event().wait(1.0)
+        assert job.id not in acks
+        assert _committed_state(job.id) == "running"
+
+    wait_until(lambda: job.id in acks, 20, "the ack once the commit went through")
+    assert acks[job.id] == "succeeded"
+    assert get_job(job.id).state == "succeeded"
