@@ -27,7 +27,7 @@ from app.errors import InvalidTransition, StaleAttempt
 from app.group_commit import ItemOutcome, PartlyCommitted
 from app.messages import attempts_made
 from app.models import Job, JobEvent
-from app.state_batch_postgres import apply_common
+from app.state_batch_postgres import apply_common, function_applies
 from app.states import TERMINAL_STATES, JobState, is_allowed
 from app.ticks import DUPLICATE_TICK_OPTION
 from app.timeutil import utcnow
@@ -72,7 +72,7 @@ def apply_changes(
     """Apply ``changes``; one outcome per change, in order.
 
     The caller commits the session's transaction; on PostgreSQL the common cases have
-    already committed on their own by then (with their statements, in one round trip).
+    already committed on their own by then (in one statement, one round trip).
     """
     # Every slot is filled below; None is also the outcome of a recorded RecordOutcome.
     outcomes: list[ItemOutcome[int | None]] = [None] * len(changes)
@@ -113,7 +113,7 @@ def _apply_common_postgres(
                 general.append(index)
             else:
                 starts.append((index, change))
-        elif is_allowed(JobState.RUNNING, change.to_state):
+        elif is_allowed(JobState.RUNNING, change.to_state) and function_applies(change):
             finishes.append((index, change))
         else:
             general.append(index)

@@ -10,7 +10,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import delete
 
@@ -29,7 +28,7 @@ from app.models import (
     Worker,
 )
 from app.tokens import verified_tokens
-from tests.support.services import postgres_admin_url, reachable, require
+from tests.support.services import fresh_postgres_database
 
 TEST_DATABASE = "jobstack_test"
 
@@ -44,21 +43,11 @@ os.environ.setdefault("JOBSTACK_HEARTBEAT_INTERVAL", "0.2")
 os.environ.setdefault("JOBSTACK_LOG_FORMAT", "text")
 
 
-def _fresh_postgres_database() -> str:
-    admin_url = postgres_admin_url()
-    require(reachable(admin_url, 5432), f"PostgreSQL at {admin_url}")
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {TEST_DATABASE}")
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{TEST_DATABASE}"
-
-
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     backend = os.environ.get("JOBSTACK_TEST_DB", "sqlite")
     if backend == "postgres":
-        url = _fresh_postgres_database()
+        url = fresh_postgres_database(TEST_DATABASE)
     elif backend == "sqlite":
         path: Path = tmp_path_factory.mktemp("db") / "jobstack.db"
         url = f"sqlite:///{path}"

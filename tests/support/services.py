@@ -6,6 +6,7 @@ import os
 import socket
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -39,3 +40,15 @@ def reachable(url: str, default_port: int) -> bool:
 
 def postgres_admin_url() -> str:
     return os.environ.get("JOBSTACK_TEST_POSTGRES_ADMIN_URL", DEFAULT_POSTGRES_ADMIN_URL)
+
+
+def fresh_postgres_database(name: str) -> str:
+    """An empty PostgreSQL database ``name`` (dropped first if it exists), as a SQLAlchemy
+    URL; fails in CI without PostgreSQL."""
+    admin_url = postgres_admin_url()
+    require(reachable(admin_url, 5432), f"PostgreSQL at {admin_url}")
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {name}")
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"

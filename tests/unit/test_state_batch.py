@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -99,6 +100,57 @@ def test_two_changes_to_one_job_in_a_batch_apply_in_order(clean_db: str) -> None
         ("retrying", "retrying"),
         ("started", "running"),
     ]
+
+
+def test_every_kind_of_outcome_sets_its_columns_and_event_exactly(clean_db: str) -> None:
+    succeeded, retrying, failed = (make_job(JobState.RUNNING, attempts=1) for _ in range(3))
+    later = utcnow().replace(microsecond=0) + timedelta(minutes=5)
+    result = {"zeta": 1, "alpha": [1, None, "ü"]}  # Key order is part of what is stored.
+    traceback_text = "Traceback (most recent call last):\n  ...\nValueError: 'quoted' \\ é"
+
+    _apply(
+        [
+            RecordOutcome(
+                succeeded, 1, JobState.SUCCEEDED, {"result": result, "progress": 100}, None
+            ),
+            RecordOutcome(
+                retrying,
+                1,
+                JobState.RETRYING,
+                {
+                    "error_type": "ValueError",
+                    "error_message": "bad",
+                    "error_traceback": traceback_text,
+                    "run_at": later,
+                    "published_at": None,
+                },
+                None,
+            ),
+            RecordOutcome(
+                failed,
+                1,
+                JobState.FAILED,
+                {"error_type": "Boom", "finished_at": later},
+                {"reason": "permanent", "dead_lettered": True},
+            ),
+        ]
+    )
+
+    done = get_job(succeeded)
+    assert (done.state, done.result, done.progress) == ("succeeded", result, 100)
+    assert list(done.result) == ["zeta", "alpha"]  # type: ignore[arg-type]
+    assert list_events(succeeded)[-1].data is None
+    again = get_job(retrying)
+    assert (again.state, again.error_type, again.error_message) == ("retrying", "ValueError", "bad")
+    assert (again.error_traceback, again.run_at, again.published_at) == (
+        traceback_text,
+        later,
+        None,
+    )
+    dead = get_job(failed)
+    assert (dead.state, dead.error_type, dead.finished_at) == ("failed", "Boom", later)
+    assert list_events(failed)[-1].data == {"reason": "permanent", "dead_lettered": True}
+    assert _events(failed)[-1] == (2, "failed", "running", "failed", 1)
 
 
 def test_an_outcome_for_a_stale_attempt_fails_alone(clean_db: str) -> None:
