@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import threading
+import time
 import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -170,6 +171,7 @@ class Tracking(Middleware):
             raise SkipMessage(f"message {message.message_id} must not run")
         self._local.running = (message.message_id, attempt)
         self._local.retry_eta = None
+        self._local.started = time.monotonic()
         # Retry copies of this message carry the attempt count they follow.
         message.options[ATTEMPTS_OPTION] = attempt
         message.options[TRACKED_OPTION] = True
@@ -180,7 +182,9 @@ class Tracking(Middleware):
                 correlation_id=message.options.get("correlation_id"),
             )
         )
-        logger.info(
+        # One INFO line per job, at its outcome (as Celery's "succeeded in"): a second
+        # one here cost a tenth of the drain rate, and the start is in the job's events.
+        logger.debug(
             "Job %s (%s) started, attempt %d.", message.message_id, message.actor_name, attempt
         )
 
@@ -224,7 +228,14 @@ class Tracking(Middleware):
             to_state, values, data = JobState.RETRYING, _retry(exception, message, eta), None
 
         # Logged while the job's context is still set, so the line carries its ids.
-        logger.info("Job %s %s after attempt %d.", message.message_id, to_state.value, attempt)
+        logger.info(
+            "Job %s (%s) %s after attempt %d in %.3f s.",
+            message.message_id,
+            message.actor_name,
+            to_state.value,
+            attempt,
+            time.monotonic() - self._local.started,
+        )
         self._record(
             broker, message, RecordOutcome(message.message_id, attempt, to_state, values, data)
         )

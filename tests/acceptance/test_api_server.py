@@ -112,9 +112,9 @@ def test_a_job_submitted_over_http_runs_and_its_worker_logs_carry_the_correlatio
     ]
     of_job = [line for line in lines if line["job_id"] == job["id"]]
     messages = [line["message"] for line in of_job]
-    assert any("started, attempt 1" in m for m in messages)
     assert any("Failed to process message" in m for m in messages)
-    assert any("succeeded after attempt 2" in m for m in messages)
+    assert any("(diagnostics.fail) retrying after attempt 1 in" in m for m in messages)
+    assert any("(diagnostics.fail) succeeded after attempt 2 in" in m for m in messages)
     assert {line["correlation_id"] for line in of_job} == {"trace-7f3a"}
 
     access = [json.loads(line) for line in api_server.log.read_text().splitlines()]
