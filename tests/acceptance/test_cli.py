@@ -11,6 +11,7 @@ from actors import diagnostics
 from app.jobs import get_job, list_events, submit
 from app.states import JobState
 from tests.acceptance.conftest import WorkerProcess, jobstack
+from tests.support.locks import job_row_held
 from tests.support.waiting import wait_for_state, wait_until
 
 
@@ -144,3 +145,42 @@ def test_jobstack_dlq_lists_and_redrives_dead_letters(
     done = jobstack("dlq", "redrive", "--error-type", "RuntimeError")
     assert done.returncode == 0 and "re-drove 1 dead letter(s)" in done.stderr
     assert wait_for_state(job.id, timeout=20).state == "succeeded"
+
+
+def test_a_worker_killed_while_its_outcome_waits_for_the_database_acks_nothing(
+    start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    from tests.support import gated_actors
+    from tests.support.rabbit import real_broker
+
+    modules = ("tests.support.gated_actors",)
+    first = start_worker(modules=modules)
+    go = tmp_path / "go"
+    job = submit(gated_actors.until_file, kwargs={"path": str(go)})
+    wait_for_state(job.id, {JobState.RUNNING}, timeout=20)
+
+    broker = real_broker()
+    with job_row_held(job.id):
+        go.touch()  # The actor returns; its outcome's commit waits for the row.
+        wait_until(
+            lambda: f"Job {job.id} (tests.until_file) succeeded" in first.log.read_text(),
+            20,
+            "the worker to hand over the outcome",
+        )
+        first.kill()
+        # Nothing was acked: RabbitMQ puts the message back as the connection drops.
+        wait_until(
+            lambda: broker.get_queue_message_counts("default")[0] == 1, 20, "the message back"
+        )
+
+    start_worker(modules=modules)
+    done = wait_for_state(job.id, timeout=30)
+    assert (done.state, done.result) == ("succeeded", "done")
+    kinds = [e.kind for e in list_events(job.id)]
+    # PostgreSQL may still finish the statement the dead worker sent once the row is
+    # free (it notices a vanished client only when it answers): then the redelivered
+    # message finds the job finished and is skipped. Otherwise it runs as attempt 2.
+    assert (done.attempts, kinds) in [
+        (1, ["created", "started", "succeeded"]),
+        (2, ["created", "started", "redelivered", "succeeded"]),
+    ]

@@ -7,8 +7,6 @@ the consumer's acks themselves and read the job's committed state at that moment
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
@@ -21,6 +19,7 @@ from app import db
 from app.jobs import get_job, submit
 from app.states import JobState
 from tests.integration import test_actors
+from tests.support.locks import job_row_held
 from tests.support.waiting import wait_for_state, wait_until
 
 
@@ -52,23 +51,6 @@ def acks(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
     return seen
 
 
-@contextmanager
-def _job_row_held(job_id: str) -> Iterator[None]:
-    """Hold the job's row (PostgreSQL) or the database (SQLite) in an open transaction,
-    so that the worker's commit of a new state waits."""
-    connection = db.get_engine().raw_connection()
-    try:
-        cursor = connection.cursor()
-        if db.get_engine().dialect.name == "sqlite":
-            cursor.execute("BEGIN IMMEDIATE")
-        else:
-            cursor.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
-        yield
-    finally:
-        connection.rollback()
-        connection.close()
-
-
 def test_every_message_is_acked_after_its_outcome_is_committed(
     acks: dict[str, str | None], worker: dramatiq.Worker
 ) -> None:
@@ -85,7 +67,7 @@ def test_an_outcome_held_up_in_the_database_holds_the_ack(
     job = submit(test_actors.gated)
     wait_for_state(job.id, states={JobState.RUNNING})
 
-    with _job_row_held(job.id):
+    with job_row_held(job.id):
         test_actors.GATE.set()  # The actor returns; its outcome's commit must wait.
         threading.Event().wait(1.0)
         assert job.id not in acks
