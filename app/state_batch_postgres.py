@@ -9,9 +9,10 @@ time it returns: a thread is woken only after that. A change the function did no
 left to the general path, which runs in a transaction of its own after this one: the
 jobs of the two are different.
 
-Three round trips and six waits per batch became one of each; in a worker process,
-where the committer competes for the GIL with every worker thread, each wait costs more
-than its share of the database's time.
+Before, psycopg's pipeline mode sent one statement per change and a COMMIT, and waited
+for the server six times per batch; in a worker process, where the committer competes for
+the GIL with every worker thread, each wait costs more than its share of the database's
+time. Now a batch is one round trip.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def function_applies(change: RecordOutcome) -> bool:
 
 
 class Applied:
-    """What the pipelined statements did: per change, whether it was applied."""
+    """What the function did: per change, whether it was applied."""
 
     def __init__(self) -> None:
         self.attempts: dict[int, int] = {}  # index of a start -> the attempt it started
@@ -75,6 +76,8 @@ def apply_common(
 ) -> Applied:
     """Try every change as the common case, committed in one statement; returns what
     applied."""
+    if not starts and not outcomes:
+        return Applied()
     if driver.info.transaction_status != TransactionStatus.IDLE:
         raise RuntimeError("the common path needs a connection outside any transaction")
     start_rows = [

@@ -7,6 +7,7 @@ the consumer's acks themselves and read the job's committed state at that moment
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -18,7 +19,7 @@ from actors import diagnostics
 from app import db
 from app.jobs import get_job, submit
 from app.states import JobState
-from tests.integration import test_actors
+from tests.support import gated_actors
 from tests.support.locks import job_row_held
 from tests.support.waiting import wait_for_state, wait_until
 
@@ -61,14 +62,14 @@ def test_every_message_is_acked_after_its_outcome_is_committed(
 
 
 def test_an_outcome_held_up_in_the_database_holds_the_ack(
-    acks: dict[str, str | None], worker: dramatiq.Worker
+    acks: dict[str, str | None], worker: dramatiq.Worker, tmp_path: Path
 ) -> None:
-    test_actors.GATE.clear()
-    job = submit(test_actors.gated)
+    go = tmp_path / "go"
+    job = submit(gated_actors.until_file, kwargs={"path": str(go)})
     wait_for_state(job.id, states={JobState.RUNNING})
 
     with job_row_held(job.id):
-        test_actors.GATE.set()  # The actor returns; its outcome's commit must wait.
+        go.touch()  # The actor returns; its outcome's commit must wait.
         threading.Event().wait(1.0)
         assert job.id not in acks
         assert _committed_state(job.id) == "running"

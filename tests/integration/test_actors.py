@@ -53,13 +53,3 @@ def stubborn(seconds: float) -> None:
 def step(seconds: float) -> None:
     """A short unit of work, for backlogs."""
     time.sleep(seconds)
-
-
-#: Set by a test to let ``tests.gated`` finish.
-GATE = threading.Event()
-
-
-@dramatiq.actor(actor_name="tests.gated", max_retries=0)
-def gated() -> None:
-    """Runs until the test opens :data:`GATE`."""
-    GATE.wait(20)
