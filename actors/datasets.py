@@ -6,7 +6,7 @@ from typing import Any
 
 import dramatiq
 
-from app.datasets.loading import load_dataset
+from app.workloads.datasets.loading import load_dataset
 
 
 @dramatiq.actor(actor_name="datasets.parse_dataset", max_retries=3, time_limit=20 * 60 * 1000)

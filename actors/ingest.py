@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from app.ingest import runs
+from app.workloads.ingest import runs
 
 
 @dramatiq.actor(actor_name="ingest.parse_run", max_retries=3, time_limit=15 * 60 * 1000)

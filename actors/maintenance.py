@@ -5,9 +5,9 @@ from __future__ import annotations
 import dramatiq
 
 from app.config import load_settings
-from app.health import run_health_check
-from app.retention import prune_finished
-from app.schedules import cron
+from app.cron import cron
+from app.operations.retention import prune_finished
+from app.workloads.health import run_health_check
 
 
 @dramatiq.actor(

@@ -13,10 +13,14 @@ from flask_smorest import Blueprint
 from api.auth import authorize, tenant_filter
 from api.schemas import ActorSchema, QueueSchema, ScheduleSchema
 from app.config import load_settings
-from app.middleware.retries import DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF_MS, MAX_BACKOFF_CAP_MS
-from app.middleware.time_limit import DEFAULT_TIME_LIMIT_MS
-from app.queues import queue_stats
-from app.schedules import schedules
+from app.cron import schedules
+from app.defaults import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MIN_BACKOFF_MS,
+    DEFAULT_TIME_LIMIT_MS,
+    MAX_BACKOFF_CAP_MS,
+)
+from app.operations.queues import queue_stats
 
 blp = Blueprint("catalog", __name__, url_prefix="/v1", description="Actors, schedules and queues.")
 

@@ -14,9 +14,9 @@ from api.pagination import decode_id_cursor, encode_id_cursor
 from api.schemas import DatasetSchema, NamePageSchema, NameQuerySchema
 from api.uploads import multipart_body, owned, read_form, store_or_413
 from app import db
-from app.datasets.loading import create_dataset, queue_reprocess
-from app.datasets.parsers import PARSERS
 from app.models import Dataset, NameRecord
+from app.workloads.datasets.loading import create_dataset, queue_reprocess
+from app.workloads.datasets.parsers import PARSERS
 
 blp = Blueprint("datasets", __name__, url_prefix="/v1", description="Baby-name datasets.")
 

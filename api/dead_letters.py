@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from api.auth import authorize
 from api.schemas import DeadLetterQuerySchema, RedriveResultSchema, RedriveSchema
-from app.dead_letters import DeadLetterFilter, process
+from app.operations.dead_letters import DeadLetterFilter, process
 
 blp = Blueprint(
     "dead_letters", __name__, url_prefix="/v1/dead-letters", description="Dead-letter queues."

@@ -22,7 +22,7 @@ from app import db
 from app.config import load_settings
 from app.jobs import get_job
 from app.models import HealthCheck
-from app.queues import broker_reachable
+from app.operations.queues import broker_reachable
 from app.states import JobState
 from app.workers import list_workers
 from app.workers import status as worker_status

@@ -14,8 +14,8 @@ from api.pagination import decode_id_cursor, encode_id_cursor
 from api.schemas import RunListQuerySchema, RunSchema, StanzaPageSchema, StanzaQuerySchema
 from api.uploads import multipart_body, owned, read_form, store_or_413
 from app import db
-from app.ingest.runs import KINDS, create_run
 from app.models import ConfStanza, IngestionRun
+from app.workloads.ingest.runs import KINDS, create_run
 
 blp = Blueprint("ingest", __name__, url_prefix="/v1", description="Configuration archives.")
 

@@ -25,10 +25,11 @@ from api.schemas import (
     JobPageSchema,
     JobSchema,
 )
-from app import control, db
+from app import db
 from app.errors import UnknownActor
 from app.jobs import find_by_idempotency_key, get_job, submit
 from app.models import Job
+from app.operations import control
 from app.tokens import Principal
 from app.webhooks import WebhookRefused, check_url
 

@@ -7,7 +7,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from app.jobs import MAX_PRIORITY
+from app.defaults import MAX_PRIORITY
 from app.states import JobState
 
 STATES = [state.value for state in JobState]

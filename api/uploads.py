@@ -10,7 +10,7 @@ from flask_smorest import abort
 from werkzeug.datastructures import FileStorage
 
 from app import db
-from app.storage import TooLarge
+from app.workloads.uploads import TooLarge
 
 Row = TypeVar("Row")
 

@@ -2,6 +2,8 @@
 
 This is the one module that reads configuration at import time: Dramatiq binds actors
 to the broker that exists when they are declared, so ``actors`` imports this first.
+Its settings reach the middleware through their constructors, here; nothing below reads
+the environment.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import (
     AgeLimit,
@@ -19,9 +22,8 @@ from dramatiq.middleware import (
     ShutdownNotifications,
 )
 
-from app.acks import JobstackRabbitmqBroker
 from app.config import Settings, load_settings
-from app.jobs import MAX_PRIORITY
+from app.defaults import MAX_PRIORITY, STANDARD_QUEUES
 from app.middleware.actor_options import JobstackActorOptions
 from app.middleware.cancellation import Cancellation
 from app.middleware.heartbeat import WorkerHeartbeat
@@ -31,31 +33,50 @@ from app.middleware.relay import OutboxRelay
 from app.middleware.retries import JobRetries
 from app.middleware.time_limit import CappedTimeLimit
 from app.middleware.tracking import Tracking
+from app.recording.acks import AckAfterCommitConsumer
 
 
-def build_middleware() -> list[Middleware]:
-    """jobstack's middleware, in the order Dramatiq runs their ``before_*`` hooks.
+def build_middleware(settings: Settings | None = None) -> list[Middleware]:
+    """jobstack's middleware, in the order Dramatiq runs their ``before_*`` hooks, each
+    given its part of ``settings`` (default: read from the environment now).
 
     ``after_*`` hooks run in reverse, so Tracking, first, has the last word: JobRetries
     has decided (retry or fail), TimeLimit has disarmed its timer (it cannot interrupt
     the commit), and the commit happens before the ack.
     """
+    settings = settings or load_settings()
     return [
-        Tracking(),
+        Tracking(start_patience=settings.db_retry_seconds),
         AgeLimit(),
-        CappedTimeLimit(),
+        CappedTimeLimit(cap_seconds=settings.max_time_limit),
         ShutdownNotifications(),
         CurrentMessage(),
         Callbacks(),
         Pipelines(),
         JobPeriodiq(),
         JobstackActorOptions(),
-        JobLogging(),
-        OutboxRelay(),
-        WorkerHeartbeat(),
+        JobLogging(json_lines=settings.log_format == "json"),
+        OutboxRelay(settings),
+        WorkerHeartbeat(interval=settings.heartbeat_interval),
         JobRetries(),
-        Cancellation(),
+        Cancellation(
+            grace=settings.cancel_grace,
+            poll_interval=settings.cancel_poll_interval,
+            broadcast=settings.cancel_broadcast,
+        ),
     ]
+
+
+class JobstackRabbitmqBroker(RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker whose consumers hold each ack until the job's outcome
+    is committed (:mod:`app.recording.acks`)."""
+
+    #: Read by the tracking middleware: acks here wait for the commit's gate.
+    acks_wait_for_commits = True
+
+    @property
+    def consumer_class(self) -> type[_RabbitmqConsumer]:
+        return AckAfterCommitConsumer
 
 
 def amqp_url(settings: Settings) -> str:
@@ -70,17 +91,12 @@ def amqp_url(settings: Settings) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-#: Queues every worker consumes out of the box. Run dedicated workers for one of them
-#: with ``dramatiq actors -Q critical``: Dramatiq does not order queues among themselves.
-STANDARD_QUEUES = ("critical", "default", "low")
-
-
 def create_broker(settings: Settings) -> dramatiq.Broker:
     """A RabbitMQ broker with publisher confirms, priority queues and acks that wait for
-    the job's commit (:mod:`app.acks`), or the stub broker."""
+    the job's commit (:mod:`app.recording.acks`), or the stub broker."""
     broker: dramatiq.Broker
     if settings.broker_url.startswith("stub://"):
-        broker = StubBroker(middleware=build_middleware())
+        broker = StubBroker(middleware=build_middleware(settings))
     else:
         # Queue arguments cannot change once a queue exists, so x-max-priority is fixed
         # now for every queue jobstack declares (per-job priorities 0–9).
@@ -88,7 +104,7 @@ def create_broker(settings: Settings) -> dramatiq.Broker:
             url=amqp_url(settings),
             confirm_delivery=True,
             max_priority=MAX_PRIORITY,
-            middleware=build_middleware(),
+            middleware=build_middleware(settings),
         )
     for queue in STANDARD_QUEUES:
         broker.declare_queue(queue)

@@ -10,33 +10,29 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
 from dramatiq import Actor
 from dramatiq.message import generate_unique_id
-from sqlalchemy import Insert, Table, bindparam, event, insert, literal, select
+from sqlalchemy import Insert, Table, bindparam, insert, literal, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
-from app import db, outbox
+from app import db
 from app.context import JobContext, current_job
+from app.defaults import DEFAULT_MAX_RETRIES, MAX_PRIORITY
 from app.errors import JobNotFound, SubmitError, UnknownActor
 from app.messages import message_for
-from app.middleware.retries import DEFAULT_MAX_RETRIES
 from app.models import DEFAULT_TENANT, Job, JobEvent
+from app.outbox.after_commit import publish_after_commit
+from app.outbox.publish import publish
 from app.states import JobState
 from app.timeutil import utcnow
 from app.uniqueness import find_duplicate, unique_key_for
 
 __all__ = ["JobContext", "current_job", "get_job", "list_events", "list_jobs", "submit"]
-
-#: Highest per-job priority; queues are declared with ``x-max-priority`` equal to it.
-MAX_PRIORITY = 9
-
-_OUTBOX_KEY = "jobstack_outbox"
 
 
 def resolve_actor(actor: Actor[Any, Any] | str) -> Actor[Any, Any]:
@@ -147,7 +143,7 @@ def submit(
         # The common single submission: one statement, committed on its own.
         _insert_in_one_statement(job, state)
         if state is JobState.QUEUED:
-            outbox.publish(resolved.broker, [message_for(job)], mark_soon=True)
+            publish(resolved.broker, [message_for(job)], mark_soon=True)
         return job
 
     own_session = session is None
@@ -246,62 +242,6 @@ def _find_by_key(session: Session, tenant: str, key: str) -> Job | None:
     return session.scalars(
         select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
     ).one_or_none()
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A message to publish once the transaction it was registered in commits."""
-
-    transaction: SessionTransaction
-    broker: dramatiq.Broker
-    message: dramatiq.Message[Any]
-
-
-def publish_after_commit(
-    session: Session, broker: dramatiq.Broker, message: dramatiq.Message[Any]
-) -> None:
-    """Publish ``message`` when ``session``'s outermost transaction commits.
-
-    The message is built now: after the commit the caller's session may have expired
-    the job's attributes and can no longer load them. A rollback of the transaction, or
-    of the SAVEPOINT it was registered in, drops it.
-    """
-    pending: list[_Pending] | None = session.info.get(_OUTBOX_KEY)
-    if pending is None:
-        pending = session.info[_OUTBOX_KEY] = []
-        # The listeners stay for the session's life (removing one while SQLAlchemy
-        # dispatches the event is not allowed); with nothing pending they do nothing.
-        if not event.contains(session, "after_commit", _flush_outbox):
-            event.listen(session, "after_commit", _flush_outbox)
-            event.listen(session, "after_soft_rollback", _drop_rolled_back)
-    current = session.get_nested_transaction() or session.get_transaction()
-    assert current is not None, "publish_after_commit needs a transaction in progress"
-    pending.append(_Pending(current, broker, message))
-
-
-def _flush_outbox(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # A SAVEPOINT was released; the outer transaction has not committed yet.
-    pending: list[_Pending] = session.info.pop(_OUTBOX_KEY, [])
-    by_broker: dict[int, tuple[dramatiq.Broker, list[dramatiq.Message[Any]]]] = {}
-    for entry in pending:
-        by_broker.setdefault(id(entry.broker), (entry.broker, []))[1].append(entry.message)
-    for broker, messages in by_broker.values():
-        outbox.publish(broker, messages, mark_soon=True)
-
-
-def _drop_rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
-    pending: list[_Pending] | None = session.info.get(_OUTBOX_KEY)
-    if pending:
-        pending[:] = [entry for entry in pending if not _inside(entry.transaction, rolled_back)]
-
-
-def _inside(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
-    while transaction is not None:
-        if transaction is ancestor:
-            return True
-        transaction = transaction.parent
-    return False
 
 
 def get_job(job_id: str, *, tenant: str | None = None, session: Session | None = None) -> Job:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app import db
 from app.config import load_settings
 from app.errors import JobstackError, PermanentError
+from app.jobs import submit
 from app.models import Job, WebhookSecret
 
 SIGNATURE_HEADER = "X-Jobstack-Signature"
@@ -116,8 +117,6 @@ def enqueue_delivery(session: Session, job_id: str) -> None:
     ).one_or_none()
     if row is None or not row.callback_url:
         return
-    from app.jobs import submit  # app.jobs imports this module's users; import late.
-
     submit("webhooks.deliver", [job_id], session=session, tenant=row.tenant)
 
 

@@ -1,7 +1,8 @@
-"""The worker registry: each worker process's heartbeat, and who is alive."""
+"""Worker processes: how each names itself, its heartbeat in the registry, and who is alive."""
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,6 +13,11 @@ from sqlalchemy.orm import Session
 
 from app.models import Worker
 from app.timeutil import utcnow
+
+
+def worker_id() -> str:
+    """``hostname:pid`` of this process (read at call time, so correct after fork)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ class Api:
 
     def __enter__(self) -> Api:
         os.environ.update(self.env)
-        from app import db, migrate
+        from app import db
+        from app.migrations import migrate
         from app.tokens import create_token
 
         migrate.upgrade(self.url)

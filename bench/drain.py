@@ -76,7 +76,8 @@ def jobstack(backend: str, total: int, processes: int, threads: int, work: Path)
     url = fresh_database(backend, work)
     env = {**os.environ, "JOBSTACK_DATABASE_URL": url, "JOBSTACK_LOG_FORMAT": "text"}
     os.environ.update(env)
-    from app import db, migrate
+    from app import db
+    from app.migrations import migrate
 
     migrate.upgrade(url)
     db.configure(url)
@@ -84,7 +85,7 @@ def jobstack(backend: str, total: int, processes: int, threads: int, work: Path)
     from actors import diagnostics
     from app.broker import broker
     from app.jobs import submit
-    from app.outbox import published_marks
+    from app.outbox.publish import published_marks
 
     assert isinstance(broker, RabbitmqBroker)
     broker.declare_queue("default", ensure=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete
 
-from app import db, migrate
+from app import db
+from app.migrations import migrate
 from app.models import (
     ApiToken,
     ConfStanza,

@@ -37,7 +37,7 @@ def api_command(bind: str, workers: int, threads: int) -> None:
         "--access-logfile",
         "-",
         "--config",
-        "python:app.gunicorn_conf",
+        "python:app.cli.gunicorn_conf",
         "api:create_app()",
     ]
     os.execv(sys.executable, argv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app import migrate
+from app.migrations import migrate
 
 
 @click.group("db")

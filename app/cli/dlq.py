@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from app.dead_letters import DeadLetterFilter, process
+from app.operations.dead_letters import DeadLetterFilter, process
 
 
 def _filter_options(command: Any) -> Any:

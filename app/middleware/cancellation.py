@@ -9,24 +9,25 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
 
-from app.cancellation import CancelPoller, ControlListener, RunningJobs
-from app.config import load_settings
 from app.context import current_job_or_none
+from app.operations.cancellation import CancelPoller, ControlListener, RunningJobs
 
 
 class Cancellation(Middleware):
     """Last in the middleware list: its ``after_*`` hooks run first, so a job leaves the
     registry (and can no longer be interrupted) as soon as its actor has returned."""
 
-    def __init__(self) -> None:
-        self.running = RunningJobs(grace=load_settings().cancel_grace)
+    def __init__(self, *, grace: float, poll_interval: float, broadcast: bool) -> None:
+        self.running = RunningJobs(grace=grace)
+        #: Seconds between two checks of the database for cancelled jobs running here.
+        self.poll_interval = poll_interval
+        #: Whether to listen on the RabbitMQ fanout exchange as well (at once).
+        self.broadcast = broadcast
         self._threads: list[ControlListener | CancelPoller] = []
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        settings = load_settings()
-        self.running.grace = settings.cancel_grace
-        self._threads = [CancelPoller(self.running, settings.cancel_poll_interval)]
-        if settings.cancel_broadcast and isinstance(broker, RabbitmqBroker):
+        self._threads = [CancelPoller(self.running, self.poll_interval)]
+        if self.broadcast and isinstance(broker, RabbitmqBroker):
             self._threads.append(ControlListener(broker, self.running))
         for thread in self._threads:
             thread.start()

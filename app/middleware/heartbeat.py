@@ -12,10 +12,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from app import db
-from app.config import load_settings
 from app.timeutil import utcnow
-from app.worker_identity import worker_id
-from app.workers import Beat, record_beat, record_stop
+from app.workers import Beat, record_beat, record_stop, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +21,8 @@ logger = logging.getLogger(__name__)
 class WorkerHeartbeat(Middleware):
     """Counts this process's jobs and writes a heartbeat row from a background thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, interval: float) -> None:
+        self._interval = interval
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._processed = 0
@@ -91,12 +90,11 @@ class WorkerHeartbeat(Middleware):
             )
 
     def _beat_forever(self) -> None:
-        interval = load_settings().heartbeat_interval
         while True:
             try:
                 with db.session_scope() as session:
                     record_beat(session, self._beat())
             except Exception:
                 logger.warning("Heartbeat failed; trying again.", exc_info=True)
-            if self._stop_event.wait(interval):
+            if self._stop_event.wait(self._interval):
                 return

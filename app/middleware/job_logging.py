@@ -7,14 +7,16 @@ import logging
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
-from app.config import load_settings
 from app.logs import use_json_logs
 
 
 class JobLogging(Middleware):
     """After a worker process boots, switches its log handlers to JSON with job context."""
 
+    def __init__(self, *, json_lines: bool) -> None:
+        self.json_lines = json_lines
+
     def after_process_boot(self, broker: Broker) -> None:
-        if load_settings().log_format == "json":
+        if self.json_lines:
             use_json_logs()
             logging.getLogger("pika").setLevel(logging.WARNING)

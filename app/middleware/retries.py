@@ -8,24 +8,21 @@ from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Retries
 
+from app.defaults import DEFAULT_MAX_RETRIES, DEFAULT_MIN_BACKOFF_MS, MAX_BACKOFF_CAP_MS
 from app.errors import JobCancelled, PermanentError
-
-DEFAULT_MAX_RETRIES = 3
-DEFAULT_MIN_BACKOFF_MS = 15_000
-#: Retry delays are held as unacked messages by workers, so they stay well below
-#: RabbitMQ's consumer timeout (30 minutes by default).
-MAX_BACKOFF_CAP_MS = 600_000
 
 
 class JobRetries(Retries):
     """Exponential backoff with jitter, capped at 10 minutes; PermanentError fails at once."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            max_retries=DEFAULT_MAX_RETRIES,
-            min_backoff=DEFAULT_MIN_BACKOFF_MS,
-            max_backoff=MAX_BACKOFF_CAP_MS,
-        )
+    def __init__(
+        self,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        min_backoff: int = DEFAULT_MIN_BACKOFF_MS,
+        max_backoff: int = MAX_BACKOFF_CAP_MS,
+    ) -> None:
+        super().__init__(max_retries=max_retries, min_backoff=min_backoff, max_backoff=max_backoff)
 
     def after_process_message(
         self,

@@ -8,10 +8,7 @@ from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import TimeLimit
 
-from app.config import load_settings
-
-#: Default time limit of an attempt; an attempt over it fails as a timeout.
-DEFAULT_TIME_LIMIT_MS = 600_000
+from app.defaults import DEFAULT_TIME_LIMIT_MS
 
 
 class CappedTimeLimit(TimeLimit):
@@ -19,13 +16,9 @@ class CappedTimeLimit(TimeLimit):
     one past its ``consumer_timeout`` (30 minutes by default) and delivers the message
     again, so no attempt may run longer than ``JOBSTACK_MAX_TIME_LIMIT`` seconds."""
 
-    def __init__(self) -> None:
-        super().__init__(time_limit=DEFAULT_TIME_LIMIT_MS)
-        self.cap_ms = load_settings().max_time_limit * 1000
-
-    def after_process_boot(self, broker: Broker) -> None:
-        self.cap_ms = load_settings().max_time_limit * 1000
-        super().after_process_boot(broker)  # type: ignore[no-untyped-call]
+    def __init__(self, *, cap_seconds: float, time_limit: int = DEFAULT_TIME_LIMIT_MS) -> None:
+        super().__init__(time_limit=time_limit)
+        self.cap_ms = cap_seconds * 1000
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         actor = broker.get_actor(message.actor_name)

@@ -7,7 +7,7 @@ retry enqueued, or the message failed), with TimeLimit's timer already disarmed.
 The start is committed before the actor runs (it decides whether the message runs at
 all). The outcome is handed to the group committer; on jobstack's RabbitMQ broker the
 hook returns at once and the message's ack or nack waits for the commit
-(:mod:`app.acks`), on any other broker the hook itself waits. Either way the new state
+(:mod:`app.recording.acks`), on any other broker the hook itself waits. Either way the new state
 is durable before the message is acked.
 """
 
@@ -29,10 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import db
-from app.acks import AfterCommit, hold_ack_until
-from app.attempts import insert_job_if_absent
-from app.config import load_settings
 from app.context import JobContext, current_job_or_none, enter_job
+from app.cron import DUPLICATE_TICK_OPTION, tick_key
 from app.errors import (
     InvalidTransition,
     JobCancelled,
@@ -40,13 +38,14 @@ from app.errors import (
     StaleAttempt,
     TrackingUnavailable,
 )
-from app.group_commit import GroupCommitter
 from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION
 from app.models import DEFAULT_TENANT, Job
-from app.outbox import mark_published
-from app.state_batch import RecordOutcome, StartAttempt, StateChange, apply_changes
+from app.outbox.publish import mark_published
+from app.recording.acks import AfterCommit, hold_ack_until
+from app.recording.attempts import insert_job_if_absent
+from app.recording.batch import RecordOutcome, StartAttempt, StateChange, apply_changes
+from app.recording.group_commit import GroupCommitter
 from app.states import JobState
-from app.ticks import DUPLICATE_TICK_OPTION, tick_key
 from app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -69,15 +68,15 @@ class _ReturnedValueFilter(logging.Filter):
 class Tracking(Middleware):
     """Gives every message a job row and records queued → running → outcome."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, start_patience: float) -> None:
         # Per thread: the attempt this worker thread started (every hook of one message
         # runs in the thread that processes it), the eta of the retry Retries enqueued
         # for it, and the ids of plain sends waiting for the broker's confirm.
         self._local = threading.local()
         # Starts and outcomes of all this process's worker threads, committed together.
         self._committer = self._new_committer()
-        # Read once: settings are parsed from the environment, too slow for every message.
-        self._start_patience = load_settings().db_retry_seconds
+        # Seconds a start waits for the database before the message is retried later.
+        self._start_patience = start_patience
         logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedValueFilter())
 
     @staticmethod

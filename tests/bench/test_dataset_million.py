@@ -14,9 +14,9 @@ import pytest
 
 import actors  # noqa: F401  (registers datasets.parse_dataset)
 from app import db
-from app.datasets.loading import create_dataset, load_dataset
 from app.jobs import get_job
 from app.models import Dataset
+from app.workloads.datasets.loading import create_dataset, load_dataset
 
 ROWS = 1_000_000
 

@@ -1,6 +1,6 @@
 """On real RabbitMQ: a message is acked only after its job's outcome is committed.
 
-The worker thread does not wait for the outcome's commit (app.acks); these tests watch
+The worker thread does not wait for the outcome's commit (app.recording.acks); these tests watch
 the consumer's acks themselves and read the job's committed state at that moment.
 """
 

@@ -9,8 +9,9 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from flask.testing import FlaskClient
 
-from app import control
 from app.jobs import get_job, list_events, submit
+from app.middleware.cancellation import Cancellation
+from app.operations import control
 from app.states import JobState
 from tests.integration import test_actors
 from tests.integration.conftest import Tokens
@@ -57,7 +58,8 @@ def test_a_job_that_never_checks_is_interrupted_after_the_grace(
 def test_without_the_broadcast_the_database_flag_still_stops_the_job(
     rabbit: RabbitmqBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("JOBSTACK_CANCEL_BROADCAST", "false")
+    cancellation = next(m for m in rabbit.middleware if isinstance(m, Cancellation))
+    monkeypatch.setattr(cancellation, "broadcast", False)  # as JOBSTACK_CANCEL_BROADCAST=false
     with running_worker(rabbit):
         job_id, elapsed = _cancel_running(test_actors.cooperative, rabbit)
     _assert_cancelled(rabbit, job_id, elapsed, "cooperative")

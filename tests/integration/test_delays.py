@@ -8,8 +8,8 @@ from datetime import timedelta
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from app import control
 from app.jobs import get_job, submit
+from app.operations import control
 from tests.support.waiting import wait_for_state
 
 #: The relay looks every JOBSTACK_RELAY_INTERVAL (0.2 s in the tests, 1 s by default).

@@ -13,9 +13,9 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from flask.testing import FlaskClient
 
-from app.ingest import runs
-from app.ingest.conf_parser import parse_conf
 from app.jobs import get_job
+from app.workloads.ingest import runs
+from app.workloads.ingest.conf_parser import parse_conf
 from tests.integration.conftest import Tokens
 from tests.support.waiting import wait_for_state, wait_until
 from tests.support.workers import running_worker

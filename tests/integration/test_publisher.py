@@ -10,7 +10,7 @@ import pytest
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from app.publisher import publisher_for
+from app.outbox.confirms import publisher_for
 
 QUEUE = "jobstack-publisher-test"
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app import db
 from app.jobs import get_job, list_events, submit
 from app.models import Job
-from app.retention import prune_finished
+from app.operations.retention import prune_finished
 from app.states import JobState
 from app.timeutil import utcnow
 from tests.integration.conftest import Tokens

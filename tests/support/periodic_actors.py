@@ -5,7 +5,7 @@ from __future__ import annotations
 import dramatiq
 
 import actors  # noqa: F401  (jobstack's broker and actors first)
-from app.schedules import cron
+from app.cron import cron
 
 
 @dramatiq.actor(actor_name="tests.tick", periodic=cron("* * * * *"))

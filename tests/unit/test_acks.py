@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.acks import AfterCommit
+from app.recording.acks import AfterCommit
 
 
 def test_an_action_given_before_the_gate_opens_waits_for_it() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ingest.archive import Limits, UnsafeArchive, extracted
+from app.workloads.ingest.archive import Limits, UnsafeArchive, extracted
 
 SPLUNK_TA = Path(__file__).resolve().parents[3] / "shared/data/splunk/Splunk_TA_paloalto"
 

@@ -10,10 +10,11 @@ import pytest
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
 
-from app import db, migrate
-from app.group_commit import GroupCommitter
+from app import db
 from app.jobs import get_job
-from app.state_batch import StartAttempt, StateChange, apply_changes
+from app.migrations import migrate
+from app.recording.batch import StartAttempt, StateChange, apply_changes
+from app.recording.group_commit import GroupCommitter
 from tests.support.factories import make_job
 from tests.support.services import fresh_postgres_database, postgres_admin_url
 

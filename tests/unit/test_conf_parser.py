@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ingest.conf_parser import parse_conf
+from app.workloads.ingest.conf_parser import parse_conf
 
 SPLUNK_TA = Path(__file__).resolve().parents[3] / "shared/data/splunk/Splunk_TA_paloalto/default"
 

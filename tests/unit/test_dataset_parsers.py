@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.datasets.parsers import DatasetError, Record, parse_ssa, parser_for, ssa_year
+from app.workloads.datasets.parsers import DatasetError, Record, parse_ssa, parser_for, ssa_year
 
 
 def test_ssa_lines_become_records() -> None:

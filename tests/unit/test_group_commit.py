@@ -12,8 +12,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app import db
-from app.group_commit import GroupCommitter, ItemOutcome
 from app.models import Lease
+from app.recording.group_commit import GroupCommitter, ItemOutcome
 
 # Lease rows are small and have a text primary key: a convenient thing to write.
 

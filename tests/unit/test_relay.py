@@ -12,8 +12,8 @@ from app.config import Settings
 from app.jobs import get_job, list_events, submit
 from app.messages import ATTEMPTS_OPTION
 from app.models import Job
-from app.outbox import published_marks
-from app.relay import Relay
+from app.outbox.publish import published_marks
+from app.outbox.relay import Relay
 from app.states import JobState
 from app.timeutil import utcnow
 from tests.unit.conftest import StubActors

@@ -10,9 +10,9 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import SkipMessage
 
 from app.context import JobContext, enter_job
+from app.cron import cron
 from app.errors import ConfigurationError
 from app.middleware.periodic import JobPeriodiq
-from app.schedules import cron
 from app.timeutil import utcnow
 from tests.unit.conftest import StubActors
 

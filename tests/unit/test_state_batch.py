@@ -14,11 +14,11 @@ from sqlalchemy import update
 
 from app import db
 from app.errors import StaleAttempt
-from app.group_commit import GroupCommitter
 from app.jobs import get_job, list_events
 from app.messages import ATTEMPTS_OPTION
 from app.models import Job
-from app.state_batch import RecordOutcome, StartAttempt, StateChange, apply_changes
+from app.recording.batch import RecordOutcome, StartAttempt, StateChange, apply_changes
+from app.recording.group_commit import GroupCommitter
 from app.states import JobState
 from app.timeutil import utcnow
 from tests.support.factories import make_job
@@ -184,7 +184,7 @@ def test_a_failure_after_the_common_cases_committed_does_not_apply_them_twice(
     def broken_start(*_args: Any) -> None:
         raise RuntimeError("the general path broke")
 
-    monkeypatch.setattr("app.state_batch.start_attempt", broken_start)
+    monkeypatch.setattr("app.recording.batch.start_attempt", broken_start)
     committer: GroupCommitter[StateChange, int | None] = GroupCommitter(
         apply_changes, name="test-commit"
     )

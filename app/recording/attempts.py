@@ -1,7 +1,7 @@
 """Starting a job's attempt and recording its outcome: one job at a time, in a transaction.
 
 The general path, which every case goes through: duplicates, redeliveries, cancellations,
-poison messages, rows nobody created yet. :mod:`app.state_batch` takes the common cases of
+poison messages, rows nobody created yet. :mod:`app.recording.batch` takes the common cases of
 many jobs at once and hands the rest to these functions.
 """
 
@@ -17,14 +17,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.config import load_settings
+from app.cron import DUPLICATE_TICK_OPTION
 from app.messages import AnyMessage, attempts_made
 from app.models import DEFAULT_TENANT, Job, JobEvent
 from app.states import TERMINAL_STATES, JobState
-from app.ticks import DUPLICATE_TICK_OPTION
 from app.timeutil import utcnow
 from app.transitions import transition
 from app.webhooks import enqueue_delivery
-from app.worker_identity import worker_id
+from app.workers import worker_id
 
 logger = logging.getLogger(__name__)
 

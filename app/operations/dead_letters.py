@@ -20,8 +20,9 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import xq_name
 from dramatiq.errors import DecodeError
 
-from app import control, db
+from app import db
 from app.models import Job
+from app.operations import control
 from app.states import JobState
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +92,3 @@ class AckAfterCommitConsumer(_RabbitmqConsumer):
                 )
 
         gate.run_after(settle_later)
-
-
-class JobstackRabbitmqBroker(RabbitmqBroker):
-    """Dramatiq's RabbitMQ broker whose consumers hold acks until the commit."""
-
-    #: Read by the tracking middleware: acks here wait for :class:`AfterCommit` gates.
-    acks_wait_for_commits = True
-
-    @property
-    def consumer_class(self) -> type[_RabbitmqConsumer]:
-        return AckAfterCommitConsumer

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dramatiq
 
 from app import db
-from app.cancellation import broadcast_cancel
-from app.jobs import get_job, publish_after_commit
+from app.jobs import get_job
 from app.messages import message_for
 from app.models import Job
+from app.operations.cancellation import broadcast_cancel
+from app.outbox.after_commit import publish_after_commit
 from app.states import JobState
 from app.timeutil import utcnow
 from app.transitions import append_event, transition

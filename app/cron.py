@@ -1,9 +1,16 @@
-"""Cron schedules: declaring them (validated) and reading their state."""
+"""Cron: declaring schedules (validated), one job per tick, and reading their state.
+
+periodiq sends a tick as a plain message with the option ``scheduled_at``. The job row
+of a tick carries the idempotency key ``cron:<actor>:<minute of the tick, UTC>``; a second
+scheduler's message for the same tick finds the key taken, is marked a duplicate, and is
+skipped by the worker that receives it. The key is the minute, cron's resolution: a
+scheduler sends at start-up for the current minute at whatever second it starts.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -13,8 +20,23 @@ from sqlalchemy import select
 
 from app import db
 from app.errors import ConfigurationError
+from app.messages import AnyMessage
 from app.models import Job
-from app.ticks import KEY_PREFIX
+
+#: Message option: this tick's job already exists under another message id.
+DUPLICATE_TICK_OPTION = "jobstack_duplicate_tick_of"
+KEY_PREFIX = "cron:"
+
+
+def tick_key(message: AnyMessage) -> str | None:
+    """The idempotency key of a periodiq tick message; None for other messages."""
+    scheduled_at = message.options.get("scheduled_at")
+    if not scheduled_at:
+        return None
+    moment = datetime.fromisoformat(str(scheduled_at)).astimezone(UTC)
+    moment = moment.replace(second=0, microsecond=0)
+    return f"{KEY_PREFIX}{message.actor_name}:{moment.isoformat()}"
+
 
 FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
 FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))

@@ -16,15 +16,17 @@ from dramatiq import Broker, Message
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app import db, leases, outbox
+from app import db
 from app.config import Settings
 from app.errors import InvalidTransition, StaleAttempt
 from app.messages import message_for
 from app.models import Job
+from app.outbox import leases
+from app.outbox.publish import publish
 from app.states import JobState
 from app.timeutil import utcnow
 from app.transitions import transition
-from app.worker_identity import worker_id
+from app.workers import worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class Relay(threading.Thread):
             )
         if not messages:
             return 0
-        published = outbox.publish(self.broker, messages)
+        published = publish(self.broker, messages)
         logger.info("Relay published %d of %d due job(s).", len(published), len(messages))
         return len(published)
 

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from app import db
 from app.models import HealthCheck
-from app.queues import broker_reachable
+from app.operations.queues import broker_reachable
 from app.timeutil import utcnow
 
 TIMEOUT = 5.0

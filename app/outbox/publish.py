@@ -20,7 +20,7 @@ from sqlalchemy import update
 
 from app import db
 from app.models import Job
-from app.publisher import publisher_for
+from app.outbox.confirms import publisher_for
 from app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)

@@ -13,12 +13,11 @@ from app import db
 from app.config import load_settings
 from app.context import current_job_or_none
 from app.errors import JobNotFound, PermanentError
-from app.ingest.archive import Limits, extracted
-from app.ingest.conf_parser import parse_conf
 from app.models import ConfStanza, IngestionRun
-from app.storage import path_of
 from app.timeutil import utcnow
-from app.uploads import store_and_queue
+from app.workloads.ingest.archive import Limits, extracted
+from app.workloads.ingest.conf_parser import parse_conf
+from app.workloads.uploads import path_of, store_and_queue
 
 logger = logging.getLogger(__name__)
 

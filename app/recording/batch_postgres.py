@@ -31,7 +31,7 @@ from app.messages import attempts_made
 from app.states import TERMINAL_STATES
 
 if TYPE_CHECKING:
-    from app.state_batch import RecordOutcome, StartAttempt
+    from app.recording.batch import RecordOutcome, StartAttempt
 
 #: Columns an outcome may set through the function (besides ``result``); an outcome
 #: setting any other column takes the general path.

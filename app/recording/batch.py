@@ -2,11 +2,11 @@
 
 The common case — a message sent for the job's current attempt starts it; a running
 attempt finishes — takes a fast path: on PostgreSQL one server-side statement per
-change, pipelined with its COMMIT (:mod:`app.state_batch_postgres`); elsewhere one
+change, pipelined with its COMMIT (:mod:`app.recording.batch_postgres`); elsewhere one
 locking read for the batch, then one multi-row UPDATE per shape of change and one
 multi-row INSERT of events. Every other case (no row yet, a redelivery, a requested
 cancellation, a duplicate tick, a webhook to queue, two changes to one job in the same
-batch) goes, in order, through the one-job functions of :mod:`app.attempts` inside a
+batch) goes, in order, through the one-job functions of :mod:`app.recording.attempts` inside a
 savepoint, so its failure is its own.
 """
 
@@ -22,17 +22,17 @@ from dramatiq.broker import MessageProxy
 from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.attempts import record_outcome, start_attempt
+from app.cron import DUPLICATE_TICK_OPTION
 from app.errors import InvalidTransition, StaleAttempt
-from app.group_commit import ItemOutcome, PartlyCommitted
 from app.messages import attempts_made
 from app.models import Job, JobEvent
-from app.state_batch_postgres import apply_common, function_applies
+from app.recording.attempts import record_outcome, start_attempt
+from app.recording.batch_postgres import apply_common, function_applies
+from app.recording.group_commit import ItemOutcome, PartlyCommitted
 from app.states import TERMINAL_STATES, JobState, is_allowed
-from app.ticks import DUPLICATE_TICK_OPTION
 from app.timeutil import utcnow
 from app.webhooks import enqueue_delivery
-from app.worker_identity import worker_id
+from app.workers import worker_id
 
 JOBS: Table = Job.__table__  # type: ignore[assignment]
 EVENTS: Table = JobEvent.__table__  # type: ignore[assignment]

@@ -15,13 +15,12 @@ from sqlalchemy.orm import Session
 from app import db
 from app.config import load_settings
 from app.context import current_job_or_none
-from app.datasets.parsers import Record, parser_for
 from app.errors import JobNotFound, PermanentError
 from app.jobs import submit
 from app.models import Dataset, NameRecord
-from app.storage import path_of
 from app.timeutil import utcnow
-from app.uploads import store_and_queue
+from app.workloads.datasets.parsers import Record, parser_for
+from app.workloads.uploads import path_of, store_and_queue
 
 BATCH = 5000
 COLUMNS = ("dataset_id", "name", "sex", "count", "year", "country")
