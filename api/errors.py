@@ -11,7 +11,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
-from app.errors import InvalidTransition, JobNotFound, SubmitError
+from app.errors import InvalidTransition, NotFound, SubmitError
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ class JobstackApi(Api):  # type: ignore[misc]
 def register_domain_errors(app: Flask) -> None:
     """Map core errors that reach a view to their HTTP status."""
 
-    @app.errorhandler(JobNotFound)
-    def _not_found(error: JobNotFound) -> Any:
+    @app.errorhandler(NotFound)
+    def _not_found(error: NotFound) -> Any:
         return error_body(404, str(error)), 404
 
     @app.errorhandler(InvalidTransition)

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from app import db
-from app.errors import JobCancelled
+from app.errors import InvalidProgress, JobCancelled, NotInJob
 from app.transitions import append_event
 
 #: Progress is written at most this often (seconds); reports in between are dropped,
@@ -44,7 +44,7 @@ class JobContext:
         Writes are throttled to one per PROGRESS_INTERVAL seconds (100% is always written).
         """
         if not 0 <= percent <= 100:
-            raise ValueError(f"progress must be between 0 and 100, not {percent}")
+            raise InvalidProgress(f"progress must be between 0 and 100, not {percent}")
         self.checkpoint()
         now = time.monotonic()
         if percent < 100 and now - self._last_progress < PROGRESS_INTERVAL:
@@ -67,7 +67,7 @@ def current_job() -> JobContext:
     """The job this worker thread is running; raises outside of a tracked actor."""
     job = _current.get()
     if job is None:
-        raise RuntimeError("current_job() is only available inside a running tracked actor")
+        raise NotInJob()
     return job
 
 

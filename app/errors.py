@@ -1,4 +1,27 @@
-"""The one error root of jobstack and its branches."""
+"""The one error root of jobstack and its branches.
+
+Every exception jobstack raises derives from :class:`JobstackError`, except the two
+control-flow exceptions at the bottom, which must derive from Dramatiq's for Dramatiq to
+act on them (the reason is in each docstring). Errors that belong to one workload are
+declared beside it (``UnsafeArchive``, ``DatasetError``, ``WebhookRefused`` …), still
+under this root. An exception's docstring is its default message.
+
+    JobstackError
+    ├── ConfigurationError
+    ├── PermanentError           an actor's failure that no retry can fix
+    ├── SubmitError
+    │   └── UnknownActor
+    ├── NotFound                 the API answers 404 for every one of them
+    │   ├── JobNotFound
+    │   ├── DatasetNotFound
+    │   └── RunNotFound
+    ├── InvalidTransition
+    ├── StaleAttempt
+    ├── RecordingError
+    ├── NotInJob                 (also a RuntimeError)
+    ├── InvalidProgress          (also a ValueError)
+    └── NaiveDatetime            (also a ValueError)
+"""
 
 from __future__ import annotations
 
@@ -28,8 +51,20 @@ class UnknownActor(SubmitError):
     """No actor of that name is registered."""
 
 
-class JobNotFound(JobstackError):
+class NotFound(JobstackError):
+    """The thing asked for does not exist (or belongs to another tenant)."""
+
+
+class JobNotFound(NotFound):
     """No job has that id."""
+
+
+class DatasetNotFound(NotFound):
+    """No dataset has that id."""
+
+
+class RunNotFound(NotFound):
+    """No ingestion run has that id."""
 
 
 class InvalidTransition(JobstackError):
@@ -44,6 +79,22 @@ class InvalidTransition(JobstackError):
 
 class StaleAttempt(JobstackError):
     """The job moved on to another attempt; an update for an older attempt was dropped."""
+
+
+class RecordingError(JobstackError):
+    """A batch of job state changes could not be applied as the worker planned it."""
+
+
+class NotInJob(JobstackError, RuntimeError):
+    """current_job() is only available inside a running tracked actor."""
+
+
+class InvalidProgress(JobstackError, ValueError):
+    """Progress must be a percentage between 0 and 100."""
+
+
+class NaiveDatetime(JobstackError, ValueError):
+    """Naive datetimes are ambiguous; pass an aware UTC datetime."""
 
 
 class TrackingUnavailable(MiddlewareError):

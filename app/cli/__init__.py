@@ -1,4 +1,8 @@
-"""The ``jobstack`` command."""
+"""The ``jobstack`` command: run the stack (``up``, ``api``), migrate (``db``), submit and
+inspect jobs, manage tokens, webhook secrets and dead letters.
+
+:mod:`gunicorn_conf` is the gunicorn configuration ``jobstack api`` starts the server with.
+"""
 
 from __future__ import annotations
 

@@ -24,13 +24,15 @@ import pika.spec
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from app.errors import JobstackError
+
 logger = logging.getLogger(__name__)
 
 #: Longest wait for the confirms of one batch.
 CONFIRM_TIMEOUT = 30.0
 
 
-class PublishFailed(Exception):
+class PublishFailed(JobstackError):
     """RabbitMQ refused (nacked or returned) a message, or did not confirm in time."""
 
 

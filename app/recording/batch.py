@@ -23,7 +23,7 @@ from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.cron import DUPLICATE_TICK_OPTION
-from app.errors import InvalidTransition, StaleAttempt
+from app.errors import InvalidTransition, RecordingError, StaleAttempt
 from app.messages import attempts_made
 from app.models import Job, JobEvent
 from app.recording.attempts import record_outcome, start_attempt
@@ -280,7 +280,7 @@ class _Writes:
             changed = connection.execute(statement, params).rowcount
             if connection.dialect.supports_sane_multi_rowcount and changed != len(params):
                 # The rows are locked: nothing can have moved them since they were read.
-                raise RuntimeError(f"group update changed {changed} of {len(params)} jobs")
+                raise RecordingError(f"group update changed {changed} of {len(params)} jobs")
         if self._events:
             connection.execute(insert(EVENTS), self._events)
         for job_id in self.webhooks:

@@ -27,6 +27,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from sqlalchemy.exc import DBAPIError
 
+from app.errors import RecordingError
 from app.messages import attempts_made
 from app.states import TERMINAL_STATES
 
@@ -79,7 +80,7 @@ def apply_common(
     if not starts and not outcomes:
         return Applied()
     if driver.info.transaction_status != TransactionStatus.IDLE:
-        raise RuntimeError("the common path needs a connection outside any transaction")
+        raise RecordingError("the common path needs a connection outside any transaction")
     start_rows = [
         {
             "i": index,

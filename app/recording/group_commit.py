@@ -24,6 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app import db
+from app.errors import JobstackError
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ MAX_BATCH = 500
 ApplyBatch = Callable[[Session, Sequence[T]], list[ItemOutcome[R]]]
 
 
-class PartlyCommitted(Exception):
+class PartlyCommitted(JobstackError):
     """Raised by an apply function that committed some items before ``error`` stopped
     it: ``outcomes`` (by index in the batch) are durable and must not be applied again."""
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app import db
 from app.config import load_settings
 from app.context import current_job_or_none
-from app.errors import JobNotFound, PermanentError
+from app.errors import DatasetNotFound, PermanentError
 from app.jobs import submit
 from app.models import Dataset, NameRecord
 from app.timeutil import utcnow
@@ -52,7 +52,7 @@ def queue_reprocess(dataset_id: str, tenant: str) -> Dataset:
     try:
         dataset = session.get(Dataset, dataset_id)
         if dataset is None or dataset.tenant != tenant:
-            raise JobNotFound(f"no dataset with id {dataset_id}")
+            raise DatasetNotFound(f"no dataset with id {dataset_id}")
         job = submit("datasets.reprocess_dataset", [dataset_id], session=session, tenant=tenant)
         dataset.job_id = job.id
         dataset.status = "pending"
@@ -97,7 +97,7 @@ def load_dataset(dataset_id: str) -> dict[str, Any]:
     with db.session_scope() as session:
         dataset = session.get(Dataset, dataset_id)
     if dataset is None:
-        raise JobNotFound(f"no dataset with id {dataset_id}")
+        raise DatasetNotFound(f"no dataset with id {dataset_id}")
     _update(dataset_id, status="processing", error=None)
     started = time.monotonic()
     job = current_job_or_none()

@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, update
 from app import db
 from app.config import load_settings
 from app.context import current_job_or_none
-from app.errors import JobNotFound, PermanentError
+from app.errors import PermanentError, RunNotFound
 from app.models import ConfStanza, IngestionRun
 from app.timeutil import utcnow
 from app.workloads.ingest.archive import Limits, extracted
@@ -74,7 +74,7 @@ def parse_run(run_id: str) -> dict[str, int]:
     with db.session_scope() as session:
         run = session.get(IngestionRun, run_id)
     if run is None:
-        raise JobNotFound(f"no ingestion run with id {run_id}")
+        raise RunNotFound(f"no ingestion run with id {run_id}")
     _update(run_id, status="parsing", error=None, files_parsed=0)
     limits = Limits(
         max_members=settings.archive_max_members,
