@@ -17,10 +17,9 @@ from app.jobs import get_job
 from app.workloads.ingest import runs
 from app.workloads.ingest.conf_parser import parse_conf
 from tests.integration.conftest import Tokens
+from tests.support.splunk import SAMPLE_ADD_ON, add_on_tgz, conf_files
 from tests.support.waiting import wait_for_state, wait_until
 from tests.support.workers import running_worker
-
-SPLUNK_TA = Path(__file__).resolve().parents[3] / "shared/data/splunk/Splunk_TA_paloalto"
 
 
 @pytest.fixture(autouse=True)
@@ -29,10 +28,7 @@ def _storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _add_on_tgz() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(SPLUNK_TA, arcname="Splunk_TA_paloalto")
-    return buffer.getvalue()
+    return add_on_tgz(SAMPLE_ADD_ON)
 
 
 def _upload(
@@ -54,10 +50,10 @@ def _run_when_finished(client: FlaskClient, tokens: Tokens, run_id: str) -> Any:
     return wait_until(finished, 30, f"run {run_id} to finish")
 
 
-def _expected_stanzas() -> dict[str, list[str]]:
+def _expected_stanzas(add_on: Path = SAMPLE_ADD_ON) -> dict[str, list[str]]:
     return {
         path.stem: [s.name for s in parse_conf(path.read_text().splitlines())]
-        for path in sorted((SPLUNK_TA / "default").glob("*.conf"))
+        for path in conf_files(add_on)
     }
 
 
@@ -78,19 +74,25 @@ def test_an_uploaded_add_on_is_parsed_into_its_stanzas(
     assert get_job(run["job_id"]).state == "succeeded"
 
     page = client.get(
-        f"/v1/runs/{run['id']}/stanzas?conf=props&stanza=pan_log", headers=tokens.acme
+        f"/v1/runs/{run['id']}/stanzas?conf=props&stanza=jobstack:access", headers=tokens.acme
     ).get_json()
-    [pan_log] = page["items"]
-    assert (pan_log["app"], pan_log["path"]) == (
-        "Splunk_TA_paloalto",
-        "Splunk_TA_paloalto/default/props.conf",
+    [access] = page["items"]
+    assert (access["app"], access["path"]) == (
+        "TA-jobstack-sample",
+        "TA-jobstack-sample/default/props.conf",
     )
-    assert pan_log["settings"]["TIME_PREFIX"] == "^(?:[^,]*,){5}"
+    assert access["settings"]["TIME_PREFIX"] == "^(?:[^,]*,){5}"
+    page = client.get(f"/v1/runs/{run['id']}/stanzas?conf=inputs", headers=tokens.acme).get_json()
+    [monitor] = page["items"]
+    assert (monitor["app"], monitor["path"]) == (
+        "TA-jobstack-sample",
+        "TA-jobstack-sample/local/inputs.conf",
+    )
 
     seen: list[tuple[str, str]] = []
     cursor = ""
     while True:
-        url = f"/v1/runs/{run['id']}/stanzas?limit=40" + (f"&cursor={cursor}" if cursor else "")
+        url = f"/v1/runs/{run['id']}/stanzas?limit=4" + (f"&cursor={cursor}" if cursor else "")
         page = client.get(url, headers=tokens.acme).get_json()
         seen += [(item["conf"], item["stanza"]) for item in page["items"]]
         if not (cursor := page["next_cursor"]):

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.workloads.ingest.archive import Limits, UnsafeArchive, extracted
-
-SPLUNK_TA = Path(__file__).resolve().parents[3] / "shared/data/splunk/Splunk_TA_paloalto"
+from tests.support.splunk import SAMPLE_ADD_ON, assert_extracts_whole
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
@@ -42,23 +41,8 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def test_a_real_add_on_extracts_from_tar_gz_and_zip(tmp_path: Path) -> None:
-    tgz = tmp_path / "ta.tgz"
-    with tarfile.open(tgz, "w:gz") as tar:
-        tar.add(SPLUNK_TA, arcname="Splunk_TA_paloalto")
-    archive_zip = _zip(
-        tmp_path / "ta.zip",
-        {
-            f"Splunk_TA_paloalto/default/{p.name}": p.read_bytes()
-            for p in (SPLUNK_TA / "default").glob("*.conf")
-        },
-    )
-    for archive in (tgz, archive_zip):
-        with extracted(archive) as root:
-            files = sorted(p.name for p in (root / "Splunk_TA_paloalto/default").glob("*.conf"))
-            assert files == sorted(p.name for p in (SPLUNK_TA / "default").glob("*.conf"))
-            kept = root
-        assert not kept.exists()  # removed afterwards
+def test_an_add_on_extracts_from_tar_gz_and_zip(tmp_path: Path) -> None:
+    assert_extracts_whole(SAMPLE_ADD_ON, tmp_path)
 
 
 HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {

@@ -1,4 +1,5 @@
-"""Splunk .conf parsing: the rules, then a real add-on's files."""
+"""Splunk .conf parsing: the rules, then the files of the sample add-on written for them
+(the real add-ons of the corpus: tests/integration/test_splunk_corpus.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.workloads.ingest.conf_parser import parse_conf
-
-SPLUNK_TA = Path(__file__).resolve().parents[3] / "shared/data/splunk/Splunk_TA_paloalto/default"
+from tests.support.splunk import SAMPLE_ADD_ON, conf_files
 
 
 def _parse(text: str) -> dict[str, dict[str, str]]:
@@ -49,8 +49,10 @@ def test_values_may_contain_equals_signs_and_brackets() -> None:
     }
 
 
-@pytest.mark.parametrize("path", sorted(SPLUNK_TA.glob("*.conf")), ids=lambda p: p.name)
-def test_every_stanza_header_of_the_real_add_on_is_found(path: Path) -> None:
+@pytest.mark.parametrize(
+    "path", conf_files(SAMPLE_ADD_ON), ids=lambda p: p.relative_to(SAMPLE_ADD_ON).as_posix()
+)
+def test_every_stanza_header_of_the_sample_add_on_is_found(path: Path) -> None:
     text = path.read_text()
     headers = {m.group(1).strip() for m in re.finditer(r"^\s*\[(.*)\]\s*$", text, re.M)}
     names = {s.name for s in parse_conf(text.splitlines())}
@@ -58,17 +60,44 @@ def test_every_stanza_header_of_the_real_add_on_is_found(path: Path) -> None:
     assert names - headers <= {"default"}
 
 
-def test_real_settings_are_read_as_splunk_reads_them() -> None:
-    props = {
-        s.name: s.settings for s in parse_conf((SPLUNK_TA / "props.conf").read_text().splitlines())
+def _sample(relative: str) -> dict[str, dict[str, str]]:
+    with (SAMPLE_ADD_ON / relative).open(newline="") as lines:  # CRLF kept, as uploaded
+        return {s.name: s.settings for s in parse_conf(lines)}
+
+
+def test_the_sample_add_on_is_read_as_splunk_reads_it() -> None:
+    props = _sample("default/props.conf")
+    # Settings before the first stanza and an explicit [default] are one stanza.
+    assert props["default"] == {
+        "TRUNCATE": "10000",
+        "SHOULD_LINEMERGE": "false",
+        "CHARSET": "UTF-8",
     }
-    assert props["pan_log"]["TIME_PREFIX"] == "^(?:[^,]*,){5}"
-    assert props["pan_log"]["SHOULD_LINEMERGE"] == "false"
-    assert "SEDCMD-6_1_0" not in props["pan_log"]  # commented out in the file
-    app = {
-        s.name: s.settings for s in parse_conf((SPLUNK_TA / "app.conf").read_text().splitlines())
-    }
-    assert app["launcher"]["version"] == "6.2.0"
-    alerts = parse_conf((SPLUNK_TA / "alert_actions.conf").read_text().splitlines())
-    cam = next(s.settings["param._cam"] for s in alerts if "param._cam" in s.settings)
-    assert cam.startswith("{\n") and '"Palo Alto Networks"' in cam and cam.endswith("}")
+    access = props["jobstack:access"]
+    assert access["TIME_PREFIX"] == "^(?:[^,]*,){5}"
+    assert access["MAX_TIMESTAMP_LOOKAHEAD"] == "40"  # the repeated stanza's value
+    assert access["KV_MODE"] == "none"  # merged from the repeated stanza
+    assert "SEDCMD-mask" not in access  # commented out in the file
+    assert access["REPORT-fields"].endswith("# no inline comments: this is part of the value")
+    assert access["EXTRACT-empty"] == ""
+    assert (access["Lookup_Case"], access["lookup_case"]) == ("upper", "lower")
+    assert props["source::/var/log/jobstack/[a-z]*.log"]["priority"] == "10"
+    assert list(props) == ["default", "jobstack:access", "source::/var/log/jobstack/[a-z]*.log"]
+
+    transforms = _sample("default/transforms.conf")
+    assert transforms["lookup with spaces"]["filename"] == "jobstack lookup.csv"
+    assert transforms["jobstack_access_fields"]["FIELDS"] == (
+        '"time", "host", \n  "status", \n  "bytes"'
+    )
+    searches = _sample("default/savedsearches.conf")
+    assert searches["Errors By Host"]["search"].splitlines()[1:] == [
+        "| stats count by host ",
+        "| sort - count",
+    ]
+    assert searches["Errors By Host"]["description"] == ""
+    app = _sample("default/app.conf")
+    assert app["launcher"]["version"] == "1.4.2"
+    cam = _sample("default/alert_actions.conf")["jobstack_notify"]["param._cam"]
+    assert cam.startswith("{\n") and '"jobstack tests"' in cam and cam.endswith("}")
+    macros = _sample("default/macros.conf")  # CRLF line endings
+    assert macros["jobstack_errors(1)"]["definition"] == "`jobstack_index` status>=$status$"
