@@ -2,6 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# tox finds each Python it tests on PATH: pyenv's shims answer only for the global version,
+# so the bin folders of pyenv's 3.11-3.13 go first when pyenv has them.
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+PYTHON_BINS := $(sort $(wildcard $(PYENV_ROOT)/versions/3.1[123].*/bin))
+TOX_PATH := $(subst $(eval) ,:,$(strip $(PYTHON_BINS) $(PATH)))
+# Under CI=true a Python of the matrix that cannot be found fails the run.
+TOX_FLAGS := $(if $(filter true,$(CI)),--skip-missing-interpreters=false)
 
 .PHONY: install run test services lint typing clean bench bench-datasets
 
@@ -22,7 +29,7 @@ run: install
 
 test: install
 	infra/scripts/ensure-services rabbitmq postgres
-	$(BIN)/tox
+	PATH="$(TOX_PATH)" $(BIN)/tox $(TOX_FLAGS)
 
 # jobstack against bare Dramatiq and the performance targets (table; JSON in bench/results/).
 bench: install

@@ -11,23 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
 
 from app import db
 from app.migrations import migrate
-from app.models import (
-    ApiToken,
-    ConfStanza,
-    Dataset,
-    HealthCheck,
-    IngestionRun,
-    Job,
-    JobEvent,
-    Lease,
-    NameRecord,
-    WebhookSecret,
-    Worker,
-)
+from app.models import Base
 from app.tokens import verified_tokens
 from tests.support.services import fresh_postgres_database
 
@@ -66,19 +53,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def clean_db(database_url: str) -> Iterator[str]:
     """The test database, emptied before the test."""
     with db.session_scope() as session:
-        for model in (
-            ConfStanza,
-            IngestionRun,
-            NameRecord,
-            Dataset,
-            JobEvent,
-            Job,
-            Lease,
-            ApiToken,
-            Worker,
-            HealthCheck,
-            WebhookSecret,
-        ):
-            session.execute(delete(model))
+        # Every table of the models, children before their parents.
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(table.delete())
     verified_tokens.clear()
     yield database_url

@@ -1,8 +1,12 @@
 """Starting a job's attempt and recording its outcome: one job at a time, in a transaction.
 
 The general path, which every case goes through: duplicates, redeliveries, cancellations,
-poison messages, rows nobody created yet. :mod:`app.recording.batch` takes the common cases of
-many jobs at once and hands the rest to these functions.
+poison messages, rows nobody created yet. The common cases of many jobs at once take the
+batch path instead, which applies the same rule in two other places: multi-row statements
+in :mod:`app.recording.batch` (SQLite) and the server-side function
+``jobstack_apply_changes`` of migration 0008 (PostgreSQL). A change to what a start or an
+outcome writes is made in all three; ``tests/unit/test_recording_rules.py`` fails when
+they disagree.
 """
 
 from __future__ import annotations
@@ -142,16 +146,27 @@ def start_attempt(session: Session, message: MessageProxy, redelivered: bool) ->
         only_from=frozenset({state}),
         attempt=attempts,
         new_attempt=True,
-        values={"started_at": utcnow(), "worker_id": me, "finished_at": None},
+        values=start_values(utcnow(), me),
         kind=kind,
-        data={
-            "worker_id": me,
-            "redelivered": redelivered,
-            "sent_after": sent_after,
-            "deaths": deaths,
-        },
+        data=start_data(me, redelivered=redelivered, sent_after=sent_after, deaths=deaths),
     )
     return done.attempts
+
+
+def start_values(now: datetime, worker: str) -> dict[str, Any]:
+    """The columns a start sets besides those every transition sets (state, attempts,
+    updated_at, last_event_seq); the batch path and migration 0008's function set the same."""
+    return {"started_at": now, "worker_id": worker, "finished_at": None}
+
+
+def start_data(worker: str, *, redelivered: bool, sent_after: int, deaths: int) -> dict[str, Any]:
+    """The data of a start's event (``started``, ``redelivered`` or ``superseded``)."""
+    return {
+        "worker_id": worker,
+        "redelivered": redelivered,
+        "sent_after": sent_after,
+        "deaths": deaths,
+    }
 
 
 def record_outcome(

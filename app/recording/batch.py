@@ -1,13 +1,18 @@
 """Many jobs' starts and outcomes applied together, with a handful of statements.
 
 The common case — a message sent for the job's current attempt starts it; a running
-attempt finishes — takes a fast path: on PostgreSQL one server-side statement per
-change, pipelined with its COMMIT (:mod:`app.recording.batch_postgres`); elsewhere one
-locking read for the batch, then one multi-row UPDATE per shape of change and one
-multi-row INSERT of events. Every other case (no row yet, a redelivery, a requested
-cancellation, a duplicate tick, a webhook to queue, two changes to one job in the same
-batch) goes, in order, through the one-job functions of :mod:`app.recording.attempts` inside a
-savepoint, so its failure is its own.
+attempt finishes — takes a fast path: on PostgreSQL one call of the server-side function
+``jobstack_apply_changes`` (migration 0008) for the whole batch, committed on its own
+(:mod:`app.recording.batch_postgres` builds its arguments); elsewhere one locking read for
+the batch, then one multi-row UPDATE per shape of change and one multi-row INSERT of
+events. Every other case (no row yet, a redelivery, a requested cancellation, a duplicate
+tick, a webhook to queue, two changes to one job in the same batch) goes, in order,
+through the general path, the one-job functions of :mod:`app.recording.attempts`, inside
+a savepoint, so its failure is its own.
+
+The rule for a start and an outcome is thus written three times: here, in
+:mod:`app.recording.attempts` and in migration 0008's function. Change them together;
+``tests/unit/test_recording_rules.py`` fails when they disagree.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from app.cron import DUPLICATE_TICK_OPTION
 from app.errors import InvalidTransition, RecordingError, StaleAttempt
 from app.messages import attempts_made
 from app.models import Job, JobEvent
-from app.recording.attempts import record_outcome, start_attempt
+from app.recording.attempts import record_outcome, start_attempt, start_data, start_values
 from app.recording.batch_postgres import apply_common, function_applies
 from app.recording.group_commit import ItemOutcome, PartlyCommitted
 from app.states import TERMINAL_STATES, JobState, is_allowed
@@ -192,23 +197,16 @@ class _Writes:
             ):
                 return False
             attempt = row.attempts + 1
-            values: dict[str, Any] = {
-                "started_at": self._now,
-                "worker_id": self._worker,
-                "finished_at": None,
-            }
+            data = start_data(
+                self._worker, redelivered=change.redelivered, sent_after=row.attempts, deaths=0
+            )
             self._queue(
                 row,
                 JobState.RUNNING,
                 attempt,
-                values,
+                start_values(self._now, self._worker),
                 "started",
-                {
-                    "worker_id": self._worker,
-                    "redelivered": change.redelivered,
-                    "sent_after": row.attempts,
-                    "deaths": 0,
-                },
+                data,
             )
             self._attempts[row.id] = attempt
             return True

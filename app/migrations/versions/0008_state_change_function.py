@@ -1,13 +1,18 @@
 """a server-side function applying a batch of job starts and outcomes (PostgreSQL)
 
 The worker's group commit hands a whole batch to ``jobstack_apply_changes`` in one
-statement (app/state_batch_postgres.py builds its arguments). For each start it locks the
-job's row, moves it to ``running`` only if it is queued or retrying at the attempt the
-message was sent after, with no cancellation requested, and appends the ``started``
+statement (app/recording/batch_postgres.py builds its arguments). For each start it locks
+the job's row, moves it to ``running`` only if it is queued or retrying at the attempt
+the message was sent after, with no cancellation requested, and appends the ``started``
 event; for each outcome it moves a job running at that attempt to the new state, sets
 the given columns and appends the event. It returns ``(idx, attempt)`` for every change
 it applied; a change it did not apply wrote nothing. SQLite has no such function: its
 batches take the portable path.
+
+The same rule is written in Python twice: the general path (app/recording/attempts.py)
+and the portable batch path (app/recording/batch.py). A change to what a start or an
+outcome writes goes in all three (a new migration replacing this function);
+tests/unit/test_recording_rules.py fails when they disagree.
 
 Revision ID: 0008
 Revises: 0007
