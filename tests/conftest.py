@@ -10,13 +10,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from app import db
 from app.migrations import migrate
 from app.models import Base
 from app.tokens import verified_tokens
-from tests.support.services import fresh_postgres_database
+from tests.support.services import fresh_postgres_database, postgres_admin_url
 
 TEST_DATABASE = "jobstack_test"
 
@@ -47,6 +48,26 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db.configure(url)
     yield url
     db.get_engine().dispose()
+
+
+#: The database of the ``postgres`` fixture.
+POSTGRES_ONLY_DATABASE = "jobstack_test_postgres_only"
+
+
+@pytest.fixture
+def postgres(database_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database as the process's database for one test, whatever the
+    suite's backend, for what SQLite does not have (server connections, row locks); yields
+    its name. Fails in CI without PostgreSQL."""
+    url = fresh_postgres_database(POSTGRES_ONLY_DATABASE)
+    migrate.upgrade(url)
+    db.configure(url)
+    try:
+        yield POSTGRES_ONLY_DATABASE
+    finally:
+        db.configure(database_url)
+        with psycopg.connect(postgres_admin_url(), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {POSTGRES_ONLY_DATABASE} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from app.errors import (
 )
 from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION
 from app.models import DEFAULT_TENANT, Job
-from app.outbox.publish import mark_published
+from app.outbox.publish import mark_published, published_marks
 from app.recording.acks import AfterCommit, hold_ack_until
 from app.recording.attempts import insert_job_if_absent
 from app.recording.batch import RecordOutcome, StartAttempt, StateChange, apply_changes
@@ -115,18 +115,19 @@ class Tracking(Middleware):
             )
             message.options[DUPLICATE_TICK_OPTION] = owner
             return
-        self._pending_sends().add(message.message_id)
+        # The moment it is sent: published_at, once the broker has confirmed it.
+        self._pending_sends()[message.message_id] = utcnow()
 
     def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
-        pending = self._pending_sends()
-        if message.message_id in pending:
-            pending.discard(message.message_id)
-            mark_published([message.message_id])
+        # Dramatiq's enqueue returns here once RabbitMQ confirmed the message.
+        sent_at = self._pending_sends().pop(message.message_id, None)
+        if sent_at is not None:
+            published_marks.add(mark_published({message.message_id: sent_at}))
 
-    def _pending_sends(self) -> set[str]:
-        pending: set[str] | None = getattr(self._local, "sends", None)
+    def _pending_sends(self) -> dict[str, datetime]:
+        pending: dict[str, datetime] | None = getattr(self._local, "sends", None)
         if pending is None:
-            pending = self._local.sends = set()
+            pending = self._local.sends = {}
         return pending
 
     def _running_id(self) -> str | None:

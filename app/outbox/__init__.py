@@ -8,7 +8,8 @@ id is the job id. One row's way to the broker:
    commits (a rollback drops it).
 2. :mod:`confirms` sends every message of a commit, then waits once for RabbitMQ's
    publisher confirms of all of them.
-3. :mod:`publish` records ``published_at`` (the moment RabbitMQ confirmed) on the rows.
+3. :mod:`publish` records ``published_at`` on the rows: the moment each message RabbitMQ
+   confirmed was sent, written in bulk, never waiting for a row a worker holds.
 4. A row whose publish failed or never happened, a scheduled job now due, and a retry
    that could not be enqueued are published by the :mod:`relay`, a thread in one worker
    process at a time, chosen by a database lease (:mod:`leases`).

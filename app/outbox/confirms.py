@@ -15,7 +15,8 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import pika
 import pika.channel
@@ -25,6 +26,7 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from app.errors import JobstackError
+from app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,19 @@ CONFIRM_TIMEOUT = 30.0
 
 class PublishFailed(JobstackError):
     """RabbitMQ refused (nacked or returned) a message, or did not confirm in time."""
+
+
+class Confirmed(NamedTuple):
+    """A message RabbitMQ confirmed, and the moment it was sent.
+
+    The moment of sending, not of the confirm's arrival: RabbitMQ confirms a persistent
+    message once it is on disk or acked by its consumer, and jobstack's consumers ack
+    after the job's outcome is committed, so a confirm can arrive after the job finished.
+    The message was in RabbitMQ from the moment it was sent; the confirm proves it.
+    """
+
+    message_id: str
+    at: datetime
 
 
 @dataclass
@@ -77,8 +92,8 @@ class ConfirmedPublisher:
         self._broker = broker
         self._local = threading.local()
 
-    def publish(self, messages: Sequence[Message[Any]]) -> list[str]:
-        """Publish ``messages``; returns the ids RabbitMQ confirmed, in order, up to the
+    def publish(self, messages: Sequence[Message[Any]]) -> list[Confirmed]:
+        """Publish ``messages``; returns those RabbitMQ confirmed, in order, up to the
         first one it did not (the caller leaves the rest to the relay)."""
         broker = self._broker
         for queue in {message.queue_name for message in messages}:
@@ -87,8 +102,10 @@ class ConfirmedPublisher:
             state = self._channel()
             state.confirmed.clear()
             state.failed.clear()
+            sent_at: dict[str, datetime] = {}
             for message in messages:
                 broker.emit_before("enqueue", message, None)
+                sent_at[message.message_id] = utcnow()
                 state.waiting[state.next_tag] = message.message_id
                 state.next_tag += 1
                 state.channel.basic_publish(
@@ -106,12 +123,12 @@ class ConfirmedPublisher:
         except Exception:
             self._forget()
             raise
-        published: list[str] = []
+        published: list[Confirmed] = []
         for message in messages:
             if message.message_id in state.failed or message.message_id not in state.confirmed:
                 break
             broker.emit_after("enqueue", message, None)
-            published.append(message.message_id)
+            published.append(Confirmed(message.message_id, sent_at[message.message_id]))
         return published
 
     def _channel(self) -> _ConfirmingChannel:

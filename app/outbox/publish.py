@@ -1,7 +1,14 @@
-"""Publishing job rows as messages, and recording that they were published.
+"""Publishing job rows as messages, and recording when RabbitMQ confirmed them.
 
 The job row is the outbox: it is committed before anything is published, and rows
 whose publish failed or never happened are published again by the relay.
+
+``published_at`` is the moment a message RabbitMQ confirmed was sent to it (see
+:class:`~app.outbox.confirms.Confirmed` for why not the confirm's arrival), taken then; the
+row is updated a little later, in bulk, with that moment. The update never
+waits for a row lock: a row a worker holds right now (it is starting or finishing the
+job) is skipped and marked in a later pass. Waiting for it could deadlock with the
+worker's batch of state changes, which locks its rows in another order.
 """
 
 from __future__ import annotations
@@ -11,19 +18,22 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, select, update
 
 from app import db
 from app.models import Job
-from app.outbox.confirms import publisher_for
+from app.outbox.confirms import Confirmed, publisher_for
 from app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
+
+JOBS: Table = Job.__table__  # type: ignore[assignment]
 
 
 def publish(
@@ -38,32 +48,34 @@ def publish(
     if isinstance(broker, RabbitmqBroker):
         # All sent, then one wait for RabbitMQ's confirms of all of them.
         try:
-            published = publisher_for(broker).publish(messages)
+            confirmed = publisher_for(broker).publish(messages)
         except Exception:
             logger.warning(
                 "Could not publish %d job(s); the relay will publish them later.",
                 len(messages),
                 exc_info=True,
             )
-            published = []
+            confirmed = []
     else:
-        published = _publish_one_by_one(broker, messages)
-    if len(published) < len(messages):
+        confirmed = _publish_one_by_one(broker, messages)
+    if len(confirmed) < len(messages):
         logger.warning(
             "%d of %d job(s) not confirmed by the broker; the relay will publish them later.",
-            len(messages) - len(published),
+            len(messages) - len(confirmed),
             len(messages),
         )
-    if published and mark_soon:
-        published_marks.add(published)
-    elif published:
-        mark_published(published)
-    return published
+    marks = {message_id: at for message_id, at in confirmed}
+    if marks and mark_soon:
+        published_marks.add(marks)
+    elif marks:
+        published_marks.add(mark_published(marks))
+    return list(marks)
 
 
-def _publish_one_by_one(broker: Broker, messages: Sequence[Message[Any]]) -> list[str]:
-    published: list[str] = []
+def _publish_one_by_one(broker: Broker, messages: Sequence[Message[Any]]) -> list[Confirmed]:
+    published: list[Confirmed] = []
     for message in messages:
+        sent_at = utcnow()
         try:
             broker.enqueue(message)
         except Exception:
@@ -73,28 +85,51 @@ def _publish_one_by_one(broker: Broker, messages: Sequence[Message[Any]]) -> lis
                 exc_info=True,
             )
             break
-        published.append(message.message_id)
+        published.append(Confirmed(message.message_id, sent_at))
     return published
 
 
-def mark_published(job_ids: Sequence[str]) -> None:
-    """Record that the messages of ``job_ids`` reached the broker."""
+def mark_published(marks: Mapping[str, datetime]) -> dict[str, datetime]:
+    """Record when the messages of the jobs in ``marks`` (id: confirm moment) reached the
+    broker. Returns the marks left for later: rows another transaction holds now.
+
+    Rows are locked with SKIP LOCKED (PostgreSQL; SQLite locks the whole database and
+    waits its turn), so this never waits for a worker and a worker waits at most for
+    this short transaction.
+    """
     try:
         with db.session_scope() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id.in_(job_ids), Job.published_at.is_(None))
-                .values(published_at=utcnow())
+            free = set(
+                session.scalars(
+                    select(Job.id)
+                    .where(Job.id.in_(list(marks)))
+                    .with_for_update(skip_locked=True, key_share=True)
+                )
             )
+            if free:
+                session.connection().execute(
+                    update(JOBS)
+                    .where(JOBS.c.id == bindparam("marked_id"), JOBS.c.published_at.is_(None))
+                    .values(published_at=bindparam("confirmed_at")),
+                    [{"marked_id": job_id, "confirmed_at": marks[job_id]} for job_id in free],
+                )
     except Exception:
         # The messages are out; the relay may publish them again, and workers skip
         # the duplicates, so this loses nothing.
-        logger.warning("Could not mark %d job(s) published.", len(job_ids), exc_info=True)
+        logger.warning("Could not mark %d job(s) published.", len(marks), exc_info=True)
+        return {}
+    return {job_id: at for job_id, at in marks.items() if job_id not in free}
+
+
+#: Most ids in one pass of marks.
+MARK_CHUNK = 1000
+#: Passes a mark is tried before it is given up (its row stayed locked, or is gone).
+MARK_TRIES = 200
 
 
 class PublishedMarks:
-    """Marks published jobs in bulk: ids from every thread of the process, one UPDATE
-    per ``interval``, in a background thread.
+    """Marks published jobs in bulk: marks from every thread of the process, one short
+    transaction per ``interval``, in a background thread.
 
     A mark lost with its process costs a duplicate publish by the relay after its grace
     period, and workers skip duplicates; a request saves a transaction.
@@ -104,13 +139,16 @@ class PublishedMarks:
         self._interval = interval
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
-        self._ids: list[str] = []
+        self._marks: dict[str, datetime] = {}
+        self._tries: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def add(self, job_ids: Sequence[str]) -> None:
+    def add(self, marks: Mapping[str, datetime]) -> None:
+        if not marks:
+            return
         with self._lock:
-            self._ids.extend(job_ids)
+            self._marks.update(marks)
             if self._thread is None or self._pid != os.getpid():
                 # First use in this process (a forked API worker has no thread yet).
                 self._pid = os.getpid()
@@ -120,21 +158,35 @@ class PublishedMarks:
                 self._thread.start()
 
     def flush(self) -> None:
-        """Mark everything collected so far, now (once this returns, it is marked)."""
+        """Mark everything collected so far, now (once this returns, it is marked, but
+        for rows another transaction holds: those are kept for the next pass)."""
         with self._flushing:
             with self._lock:
-                ids, self._ids = self._ids, []
-            for start in range(0, len(ids), MARK_CHUNK):
-                mark_published(ids[start : start + MARK_CHUNK])
+                marks, self._marks = self._marks, {}
+            items = list(marks.items())
+            left: dict[str, datetime] = {}
+            for start in range(0, len(items), MARK_CHUNK):
+                left.update(mark_published(dict(items[start : start + MARK_CHUNK])))
+            self._keep_for_later(left)
+
+    def _keep_for_later(self, left: dict[str, datetime]) -> None:
+        with self._lock:
+            for job_id in [job_id for job_id in self._tries if job_id not in left]:
+                del self._tries[job_id]
+            for job_id, at in left.items():
+                tries = self._tries.get(job_id, 0) + 1
+                if tries >= MARK_TRIES:
+                    del self._tries[job_id]
+                    logger.warning("Gave up marking job %s published (row locked or gone).", job_id)
+                    continue
+                self._tries[job_id] = tries
+                self._marks.setdefault(job_id, at)
 
     def _run(self) -> None:
         while True:
             time.sleep(self._interval)
             self.flush()
 
-
-#: Most ids in one UPDATE of published_at.
-MARK_CHUNK = 1000
 
 published_marks = PublishedMarks()
 atexit.register(published_marks.flush)

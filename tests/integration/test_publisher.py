@@ -46,13 +46,14 @@ def broker(rabbit: RabbitmqBroker) -> Iterator[RabbitmqBroker]:
 def test_a_batch_is_confirmed_whole_and_in_order(broker: RabbitmqBroker) -> None:
     messages = [_message(n) for n in range(300)]
 
-    published = publisher_for(broker).publish(messages)
+    published = [confirmed.message_id for confirmed in publisher_for(broker).publish(messages)]
 
     assert published == [message.message_id for message in messages]
     assert _queue_depth(broker) == 300
     # The channel stays usable for the next batch.
     follow_up = _message(300)
-    assert publisher_for(broker).publish([follow_up]) == [follow_up.message_id]
+    [confirmed] = publisher_for(broker).publish([follow_up])
+    assert confirmed.message_id == follow_up.message_id
     assert _queue_depth(broker) == 301
 
 

@@ -12,6 +12,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from actors import diagnostics
 from app.jobs import get_job, list_events, submit
 from app.messages import message_for
+from app.outbox.publish import published_marks
 from app.states import JobState
 from tests.integration import test_actors
 from tests.support.waiting import wait_for_state, wait_until
@@ -125,3 +126,18 @@ def test_a_second_publish_of_a_succeeded_job_does_not_run_it_again(
     assert get_job(job.id).attempts == 1
     assert len(list_events(job.id)) == events
     assert get_job(job.id).state == JobState.SUCCEEDED.value
+
+
+def test_published_at_is_when_the_message_went_out_before_the_job_started(
+    worker: dramatiq.Worker,
+) -> None:
+    job_ids = [submit(diagnostics.noop).id for _ in range(100)]  # marked in bulk, later
+    job_ids.append(diagnostics.noop.send().message_id)  # a plain send, marked at once
+    for job_id in job_ids:
+        assert wait_for_state(job_id).state == "succeeded"
+    published_marks.flush()
+
+    for job_id in job_ids:
+        done = get_job(job_id)
+        assert done.published_at is not None and done.started_at is not None, job_id
+        assert done.created_at <= done.published_at <= done.started_at, job_id
