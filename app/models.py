@@ -1,4 +1,9 @@
-"""SQLAlchemy models: jobs, their event history and the leases of singleton threads."""
+"""SQLAlchemy models: every table of the job database.
+
+The core's (jobs, job_events, api_tokens, workers, leases, webhook_secrets) and the
+shipped workloads' (health_checks, ingestion_runs, conf_stanzas, datasets, name_records).
+A change here comes with its migration in ``app/migrations/versions``.
+"""
 
 from __future__ import annotations
 
