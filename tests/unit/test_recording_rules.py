@@ -11,20 +11,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from dramatiq import Message
-from dramatiq.broker import MessageProxy
 from sqlalchemy import Table
 
 from app import db
 from app.jobs import get_job, list_events
-from app.messages import ATTEMPTS_OPTION
 from app.models import Job
 from app.recording.attempts import record_outcome, start_attempt, start_data, start_values
 from app.recording.batch import RecordOutcome, StartAttempt, apply_changes
 from app.recording.batch_postgres import FUNCTION_VALUE_COLUMNS
 from app.states import JobState
 from app.timeutil import utcnow
-from tests.support.factories import make_job
+from tests.support.factories import delivered_message, make_job
 
 FUNCTION_SQL: str = importlib.import_module(
     "app.migrations.versions.0008_state_change_function"
@@ -77,19 +74,6 @@ def test_the_function_knows_every_column_an_outcome_may_set_through_it() -> None
     assert outcome_columns <= set(COLUMNS)
 
 
-def _message(job_id: str) -> MessageProxy:
-    return MessageProxy(
-        Message(
-            queue_name="default",
-            actor_name="t.x",
-            args=(),
-            kwargs={},
-            options={ATTEMPTS_OPTION: 0},
-            message_id=job_id,
-        )
-    )
-
-
 def _written(job_id: str) -> dict[str, Any]:
     """The job's row and last event, moments reduced to whether they are set."""
     job = get_job(job_id)
@@ -108,9 +92,11 @@ def _written(job_id: str) -> dict[str, Any]:
 def test_a_start_writes_the_same_row_and_event_on_both_paths(clean_db: str) -> None:
     general, batched = make_job(JobState.QUEUED), make_job(JobState.QUEUED)
     with db.session_scope() as session:
-        assert start_attempt(session, _message(general), redelivered=False) == 1
+        assert start_attempt(session, delivered_message(general), redelivered=False) == 1
     with db.session_scope() as session:  # The function on PostgreSQL, multi-row elsewhere.
-        assert apply_changes(session, [StartAttempt(_message(batched), redelivered=False)]) == [1]
+        assert apply_changes(
+            session, [StartAttempt(delivered_message(batched), redelivered=False)]
+        ) == [1]
     assert _written(general) == _written(batched)
 
 

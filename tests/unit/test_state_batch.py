@@ -7,34 +7,18 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from dramatiq import Message
-from dramatiq.broker import MessageProxy
 from dramatiq.message import generate_unique_id
 from sqlalchemy import update
 
 from app import db
 from app.errors import StaleAttempt
 from app.jobs import get_job, list_events
-from app.messages import ATTEMPTS_OPTION
 from app.models import Job
 from app.recording.batch import RecordOutcome, StartAttempt, StateChange, apply_changes
 from app.recording.group_commit import GroupCommitter
 from app.states import JobState
 from app.timeutil import utcnow
-from tests.support.factories import make_job
-
-
-def _message(job_id: str, *, sent_after: int = 0) -> MessageProxy:
-    return MessageProxy(
-        Message(
-            queue_name="default",
-            actor_name="t.x",
-            args=(),
-            kwargs={},
-            options={ATTEMPTS_OPTION: sent_after},
-            message_id=job_id,
-        )
-    )
+from tests.support.factories import delivered_message, make_job
 
 
 def _apply(changes: list[StateChange]) -> list[Any]:
@@ -60,12 +44,12 @@ def test_a_mixed_batch_applies_each_change_as_if_alone(clean_db: str) -> None:
 
     results = _apply(
         [
-            StartAttempt(_message(queued), redelivered=False),
-            StartAttempt(_message(retrying, sent_after=1), redelivered=False),
-            StartAttempt(_message(stale), redelivered=False),
+            StartAttempt(delivered_message(queued), redelivered=False),
+            StartAttempt(delivered_message(retrying, sent_after=1), redelivered=False),
+            StartAttempt(delivered_message(stale), redelivered=False),
             RecordOutcome(running, 2, JobState.SUCCEEDED, {"result": {"n": 1}}, None),
-            StartAttempt(_message(cancel_asked), redelivered=False),
-            StartAttempt(_message(unrecorded), redelivered=False),
+            StartAttempt(delivered_message(cancel_asked), redelivered=False),
+            StartAttempt(delivered_message(unrecorded), redelivered=False),
         ]
     )
 
@@ -87,9 +71,9 @@ def test_two_changes_to_one_job_in_a_batch_apply_in_order(clean_db: str) -> None
 
     results = _apply(
         [
-            StartAttempt(_message(job), redelivered=False),
+            StartAttempt(delivered_message(job), redelivered=False),
             RecordOutcome(job, 1, JobState.RETRYING, {"error_message": "boom"}, None),
-            StartAttempt(_message(job, sent_after=1), redelivered=False),
+            StartAttempt(delivered_message(job, sent_after=1), redelivered=False),
         ]
     )
 
@@ -201,7 +185,7 @@ def test_a_failure_after_the_common_cases_committed_does_not_apply_them_twice(
     def start(job_id: str) -> None:
         try:
             results[job_id] = committer.run(
-                StartAttempt(_message(job_id), redelivered=False), give_up_after=2
+                StartAttempt(delivered_message(job_id), redelivered=False), give_up_after=2
             )
         except Exception as error:
             results[job_id] = error
