@@ -43,7 +43,8 @@ from app.models import DEFAULT_TENANT, Job
 from app.outbox.publish import mark_published, published_marks
 from app.recording.acks import AfterCommit, hold_ack_until
 from app.recording.attempts import insert_job_if_absent
-from app.recording.batch import RecordOutcome, StartAttempt, StateChange, apply_changes
+from app.recording.batch import apply_changes
+from app.recording.changes import RecordOutcome, StartAttempt, StateChange
 from app.recording.group_commit import GroupCommitter
 from app.states import JobState
 from app.timeutil import utcnow

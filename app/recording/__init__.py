@@ -5,7 +5,7 @@ message leaves RabbitMQ: if the worker dies first, the message comes back. One o
 way, from the actor's return to the ack:
 
 1. The tracking hook (``app.middleware.tracking.Tracking.after_process_message``) turns
-   the actor's result or exception into a :class:`batch.RecordOutcome`, attaches an
+   the actor's result or exception into a :class:`changes.RecordOutcome`, attaches an
    :class:`acks.AfterCommit` gate to the message and hands the outcome to the process's
    :class:`group_commit.GroupCommitter`; the worker thread moves on to its next message.
 2. The group committer's thread takes every start and outcome waiting, from all worker

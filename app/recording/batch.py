@@ -19,11 +19,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from dramatiq.broker import MessageProxy
 from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -33,6 +31,7 @@ from app.messages import attempts_made
 from app.models import Job, JobEvent
 from app.recording.attempts import record_outcome, start_attempt, start_data, start_values
 from app.recording.batch_postgres import apply_common, function_applies
+from app.recording.changes import RecordOutcome, StartAttempt, StateChange
 from app.recording.group_commit import ItemOutcome, PartlyCommitted
 from app.states import TERMINAL_STATES, JobState, is_allowed
 from app.timeutil import utcnow
@@ -42,33 +41,6 @@ from app.workers import worker_id
 JOBS: Table = Job.__table__  # type: ignore[assignment]
 EVENTS: Table = JobEvent.__table__  # type: ignore[assignment]
 STARTABLE = frozenset({JobState.QUEUED, JobState.RETRYING})
-
-
-@dataclass(frozen=True)
-class StartAttempt:
-    """Start the next attempt of the job of ``message``; the result is the attempt
-    number, or None when the message must not run."""
-
-    message: MessageProxy
-    redelivered: bool
-
-    @property
-    def job_id(self) -> str:
-        return self.message.message_id
-
-
-@dataclass(frozen=True)
-class RecordOutcome:
-    """Move the job from running ``attempt`` to ``to_state``; the result is None."""
-
-    job_id: str
-    attempt: int
-    to_state: JobState
-    values: dict[str, Any]
-    data: dict[str, Any] | None
-
-
-StateChange = StartAttempt | RecordOutcome
 
 
 def apply_changes(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -29,10 +29,8 @@ from sqlalchemy.exc import DBAPIError
 
 from app.errors import RecordingError
 from app.messages import attempts_made
+from app.recording.changes import RecordOutcome, StartAttempt
 from app.states import TERMINAL_STATES
-
-if TYPE_CHECKING:
-    from app.recording.batch import RecordOutcome, StartAttempt
 
 #: Columns an outcome may set through the function (besides ``result``); an outcome
 #: setting any other column takes the general path.

@@ -8,7 +8,8 @@ from dramatiq import Message
 from dramatiq.broker import MessageProxy
 
 from app.jobs import get_job
-from app.recording.batch import StartAttempt, StateChange, apply_changes
+from app.recording.batch import apply_changes
+from app.recording.changes import StartAttempt, StateChange
 from app.recording.group_commit import GroupCommitter
 from tests.support.factories import make_job
 from tests.support.services import postgres_admin_url

@@ -17,8 +17,9 @@ from app import db
 from app.jobs import get_job, list_events
 from app.models import Job
 from app.recording.attempts import record_outcome, start_attempt, start_data, start_values
-from app.recording.batch import RecordOutcome, StartAttempt, apply_changes
+from app.recording.batch import apply_changes
 from app.recording.batch_postgres import FUNCTION_VALUE_COLUMNS
+from app.recording.changes import RecordOutcome, StartAttempt
 from app.states import JobState
 from app.timeutil import utcnow
 from tests.support.factories import delivered_message, make_job

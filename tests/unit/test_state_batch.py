@@ -14,7 +14,8 @@ from app import db
 from app.errors import StaleAttempt
 from app.jobs import get_job, list_events
 from app.models import Job
-from app.recording.batch import RecordOutcome, StartAttempt, StateChange, apply_changes
+from app.recording.batch import apply_changes
+from app.recording.changes import RecordOutcome, StartAttempt, StateChange
 from app.recording.group_commit import GroupCommitter
 from app.states import JobState
 from app.timeutil import utcnow
