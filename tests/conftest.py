@@ -18,6 +18,7 @@ from app.migrations import migrate
 from app.models import Base
 from app.tokens import verified_tokens
 from tests.support.services import fresh_postgres_database, postgres_admin_url
+from tests.support.splunk import CORPUS_VARIABLE
 
 TEST_DATABASE = "jobstack_test"
 
@@ -79,3 +80,20 @@ def clean_db(database_url: str) -> Iterator[str]:
             session.execute(table.delete())
     verified_tokens.clear()
     yield database_url
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line on the Splunk corpus test, which runs only when its folder is named."""
+    outcomes = {
+        outcome: sum(
+            1
+            for report in terminalreporter.stats.get(outcome, [])
+            if getattr(report, "when", "call") in ("call", "setup")
+            and "test_splunk_corpus.py" in getattr(report, "nodeid", "")
+        )
+        for outcome in ("passed", "failed", "skipped", "error")
+    }
+    if any(outcomes.values()):
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items() if n)
+        folder = os.environ.get(CORPUS_VARIABLE) or "not set"
+        terminalreporter.write_line(f"Splunk corpus test ({CORPUS_VARIABLE}={folder}): {counts}")
