@@ -131,12 +131,12 @@ class ControlListener(threading.Thread):
                 if self._stop_event.is_set():
                     break
                 if body:
-                    self._handle(body)
+                    self._on_command(body)
         finally:
             if connection.is_open:
                 connection.close()
 
-    def _handle(self, body: bytes) -> None:
+    def _on_command(self, body: bytes) -> None:
         try:
             command = json.loads(body)
             if command.get("type") == "cancel":

@@ -90,7 +90,7 @@ def _publish_one_by_one(broker: Broker, messages: Sequence[Message[Any]]) -> lis
 
 
 def mark_published(marks: Mapping[str, datetime]) -> dict[str, datetime]:
-    """Record when the messages of the jobs in ``marks`` (id: confirm moment) reached the
+    """Record when the messages of the jobs in ``marks`` (id: moment sent) went to the
     broker. Returns the marks left for later: rows another transaction holds now.
 
     Rows are locked with SKIP LOCKED (PostgreSQL; SQLite locks the whole database and
@@ -113,17 +113,22 @@ def mark_published(marks: Mapping[str, datetime]) -> dict[str, datetime]:
                     .values(published_at=bindparam("confirmed_at")),
                     [{"marked_id": job_id, "confirmed_at": marks[job_id]} for job_id in free],
                 )
+            left = [job_id for job_id in marks if job_id not in free]
+            if left:
+                # Skipped rows are locked, or gone (pruned, deleted): only the first come
+                # back. A plain read waits for no lock.
+                left = list(session.scalars(select(Job.id).where(Job.id.in_(left))))
     except Exception:
         # The messages are out; the relay may publish them again, and workers skip
         # the duplicates, so this loses nothing.
         logger.warning("Could not mark %d job(s) published.", len(marks), exc_info=True)
         return {}
-    return {job_id: at for job_id, at in marks.items() if job_id not in free}
+    return {job_id: marks[job_id] for job_id in left}
 
 
 #: Most ids in one pass of marks.
 MARK_CHUNK = 1000
-#: Passes a mark is tried before it is given up (its row stayed locked, or is gone).
+#: Passes a mark is tried before it is given up (its row stayed locked that long).
 MARK_TRIES = 200
 
 
@@ -177,7 +182,9 @@ class PublishedMarks:
                 tries = self._tries.get(job_id, 0) + 1
                 if tries >= MARK_TRIES:
                     del self._tries[job_id]
-                    logger.warning("Gave up marking job %s published (row locked or gone).", job_id)
+                    logger.warning(
+                        "Gave up marking job %s published (its row stayed locked).", job_id
+                    )
                     continue
                 self._tries[job_id] = tries
                 self._marks.setdefault(job_id, at)

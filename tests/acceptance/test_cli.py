@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from actors import diagnostics
@@ -98,7 +99,8 @@ def test_db_upgrade_creates_the_schema_in_a_new_database(tmp_path: Path) -> None
     path = tmp_path / "fresh.db"
     done = jobstack("db", "upgrade", env={"JOBSTACK_DATABASE_URL": f"sqlite:///{path}"})
     assert done.returncode == 0, done.stderr
-    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    with closing(sqlite3.connect(path)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert {"jobs", "job_events", "leases", "alembic_version"} <= tables
 
 

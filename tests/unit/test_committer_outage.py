@@ -7,6 +7,7 @@ import psycopg
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
 
+from app import db
 from app.jobs import get_job
 from app.recording.batch import apply_changes
 from app.recording.changes import StartAttempt, StateChange
@@ -39,6 +40,9 @@ def test_a_committer_whose_connection_was_cut_reconnects_and_applies_the_change(
                 [postgres],
             ).fetchall()
         assert cut, "no connection to cut"
+        # The pool's idle connections were cut too; they are not this test's subject
+        # (test_db covers them): start the pool afresh, the committer keeps its own.
+        db.get_engine().dispose()
 
         job = make_job()
         assert committer.run(_start(job), give_up_after=10) == 1

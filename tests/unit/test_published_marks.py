@@ -7,7 +7,11 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+from sqlalchemy import delete
+
+from app import db
 from app.jobs import get_job
+from app.models import Job, JobEvent
 from app.outbox.publish import PublishedMarks, mark_published
 from app.timeutil import utcnow
 from tests.support.factories import make_job
@@ -56,3 +60,11 @@ def test_a_job_already_marked_keeps_its_first_mark(clean_db: str) -> None:
     assert mark_published({job: first}) == {}
     assert mark_published({job: utcnow()}) == {}  # a duplicate publish by the relay
     assert get_job(job).published_at == first
+
+
+def test_a_mark_for_a_job_that_is_gone_is_not_kept(clean_db: str) -> None:
+    job = make_job()
+    with db.session_scope() as session:  # pruned or deleted meanwhile
+        session.execute(delete(JobEvent).where(JobEvent.job_id == job))
+        session.execute(delete(Job).where(Job.id == job))
+    assert mark_published({job: utcnow()}) == {}
