@@ -24,7 +24,8 @@ from typing import Any
 
 from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy.orm import Session
 
 from app import db
 from app.models import Job
@@ -93,26 +94,16 @@ def mark_published(marks: Mapping[str, datetime]) -> dict[str, datetime]:
     """Record when the messages of the jobs in ``marks`` (id: moment sent) went to the
     broker. Returns the marks left for later: rows another transaction holds now.
 
-    Rows are locked with SKIP LOCKED (PostgreSQL; SQLite locks the whole database and
-    waits its turn), so this never waits for a worker and a worker waits at most for
-    this short transaction.
+    On PostgreSQL rows are locked with SKIP LOCKED, so this never waits for a worker and a
+    worker waits at most for this short transaction; SQLite locks the whole database, and
+    this waits its turn like every writer.
     """
     try:
         with db.session_scope() as session:
-            free = set(
-                session.scalars(
-                    select(Job.id)
-                    .where(Job.id.in_(list(marks)))
-                    .with_for_update(skip_locked=True, key_share=True)
-                )
-            )
-            if free:
-                session.connection().execute(
-                    update(JOBS)
-                    .where(JOBS.c.id == bindparam("marked_id"), JOBS.c.published_at.is_(None))
-                    .values(published_at=bindparam("confirmed_at")),
-                    [{"marked_id": job_id, "confirmed_at": marks[job_id]} for job_id in free],
-                )
+            if session.get_bind().dialect.name == "postgresql":
+                free = _mark_in_one_statement(session, marks)
+            else:
+                free = _mark_row_by_row(session, marks)
             left = [job_id for job_id in marks if job_id not in free]
             if left:
                 # Skipped rows are locked, or gone (pruned, deleted): only the first come
@@ -124,6 +115,43 @@ def mark_published(marks: Mapping[str, datetime]) -> dict[str, datetime]:
         logger.warning("Could not mark %d job(s) published.", len(marks), exc_info=True)
         return {}
     return {job_id: marks[job_id] for job_id in left}
+
+
+#: PostgreSQL: lock what is free, mark it, say what was free; one statement, one round trip.
+_MARK_FREE_ROWS = text(
+    """
+    WITH free AS (
+        SELECT id FROM jobs WHERE id = ANY(CAST(:ids AS varchar[]))
+        FOR NO KEY UPDATE SKIP LOCKED
+    ), marked AS (
+        UPDATE jobs SET published_at = marks.at
+        FROM unnest(CAST(:ids AS varchar[]), CAST(:moments AS timestamptz[])) AS marks(id, at)
+        WHERE jobs.id = ANY(ARRAY(SELECT id FROM free)) AND jobs.id = marks.id
+            AND jobs.published_at IS NULL
+    )
+    SELECT id FROM free
+    """
+)
+
+
+def _mark_in_one_statement(session: Session, marks: Mapping[str, datetime]) -> set[str]:
+    """Mark the rows nobody holds; returns their ids."""
+    ids = list(marks)
+    rows = session.execute(_MARK_FREE_ROWS, {"ids": ids, "moments": [marks[i] for i in ids]})
+    return {row.id for row in rows}
+
+
+def _mark_row_by_row(session: Session, marks: Mapping[str, datetime]) -> set[str]:
+    """SQLite: the database is this transaction's alone (BEGIN IMMEDIATE); mark them all."""
+    free = set(session.scalars(select(Job.id).where(Job.id.in_(list(marks)))))
+    if free:
+        session.connection().execute(
+            update(JOBS)
+            .where(JOBS.c.id == bindparam("marked_id"), JOBS.c.published_at.is_(None))
+            .values(published_at=bindparam("sent_at")),
+            [{"marked_id": job_id, "sent_at": marks[job_id]} for job_id in free],
+        )
+    return free
 
 
 #: Most ids in one pass of marks.
