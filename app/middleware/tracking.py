@@ -40,7 +40,7 @@ from app.errors import (
 )
 from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION
 from app.models import DEFAULT_TENANT, Job
-from app.outbox.publish import mark_published, published_marks
+from app.outbox.publish import published_marks
 from app.recording.acks import AfterCommit, hold_ack_until
 from app.recording.attempts import insert_job_if_absent
 from app.recording.batch import apply_changes
@@ -123,7 +123,7 @@ class Tracking(Middleware):
         # Dramatiq's enqueue returns here once RabbitMQ confirmed the message.
         sent_at = self._pending_sends().pop(message.message_id, None)
         if sent_at is not None:
-            published_marks.add(mark_published({message.message_id: sent_at}))
+            published_marks.write_now({message.message_id: sent_at})
 
     def _pending_sends(self) -> dict[str, datetime]:
         pending: dict[str, datetime] | None = getattr(self._local, "sends", None)

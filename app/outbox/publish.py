@@ -69,7 +69,7 @@ def publish(
     if marks and mark_soon:
         published_marks.add(marks)
     elif marks:
-        published_marks.add(mark_published(marks))
+        published_marks.write_now(marks)
     return list(marks)
 
 
@@ -189,6 +189,10 @@ class PublishedMarks:
                     target=self._run, name="jobstack-published-marks", daemon=True
                 )
                 self._thread.start()
+
+    def write_now(self, marks: Mapping[str, datetime]) -> None:
+        """Mark now, on the caller's thread; rows held by a worker wait for a later pass."""
+        self.add(mark_published(marks))
 
     def flush(self) -> None:
         """Mark everything collected so far, now (once this returns, it is marked, but
