@@ -7,18 +7,28 @@ from flask_smorest import abort
 
 from app.tokens import Principal, authenticate
 
+MISSING_TOKEN = "send an API token: 'Authorization: Bearer <token>'"
+UNKNOWN_TOKEN = "the API token is unknown or revoked"
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if it has one."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
 
 def authorize(scope: str) -> Principal:
     """The caller, who must hold ``scope`` (or ``admin``); aborts with 401 or 403."""
     principal: Principal | None = g.get("principal")
     if principal is None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            abort(401, message="send an API token: 'Authorization: Bearer <token>'")
-        principal = authenticate(token.strip())
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if token is None:
+            abort(401, message=MISSING_TOKEN)
+        principal = authenticate(token or "")
         if principal is None:
-            abort(401, message="the API token is unknown or revoked")
+            abort(401, message=UNKNOWN_TOKEN)
         g.principal = principal
     assert principal is not None
     if scope not in principal.scopes and not principal.is_admin:

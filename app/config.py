@@ -106,6 +106,23 @@ class Settings:
     sse_max_seconds: float = 600.0
     """Longest an event stream stays open; clients resume with Last-Event-ID."""
 
+    streams_per_token: int = 20
+    """Event streams one API token may hold open at once (across API processes); one more
+    gets 429."""
+
+    streams_per_tenant: int = 100
+    """Event streams one tenant's tokens may hold open at once; one more gets 429."""
+
+    api_threads: int = 16
+    """Threads per API process that run the Flask views (event streams and slow clients
+    hold none)."""
+
+    api_header_timeout: float = 10.0
+    """Seconds a client has to send a request's headers; then the connection is closed."""
+
+    api_body_timeout: float = 60.0
+    """Seconds a client has to send a request's body once its headers are in (408 after)."""
+
     token_cache_seconds: float = 5.0
     """How long an API process trusts a token it has verified (0: check every request)."""
 

@@ -340,3 +340,25 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EventStream(Base):
+    """An open event stream: counted against its token's and tenant's limits.
+
+    The API process serving it refreshes ``seen_at``; a row not refreshed lately belongs
+    to a process that died and no longer counts.
+    """
+
+    __tablename__ = "event_streams"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(36))
+    tenant: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(36))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        Index("ix_event_streams_token_id", "token_id"),
+        Index("ix_event_streams_tenant", "tenant"),
+    )

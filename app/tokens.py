@@ -10,12 +10,13 @@ import time
 from dataclasses import dataclass
 
 from dramatiq.message import generate_unique_id
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app import db
 from app.config import load_settings
 from app.errors import JobstackError
 from app.models import ApiToken
+from app.timeutil import utcnow
 
 SCOPES = frozenset({"jobs:read", "jobs:write", "admin"})
 TOKEN_PREFIX = "jst_"
@@ -67,6 +68,32 @@ def create_token(tenant: str, scopes: set[str], description: str | None = None) 
             )
         )
     return token
+
+
+def list_tokens(tenant: str | None = None) -> list[ApiToken]:
+    """Every token (of ``tenant``), oldest first; revoked ones included."""
+    with db.session_scope() as session:
+        query = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
+        if tenant is not None:
+            query = query.where(ApiToken.tenant == tenant)
+        tokens = list(session.scalars(query))
+        session.expunge_all()
+    return tokens
+
+
+def revoke_token(token_id: str) -> None:
+    """Revoke a token by id: requests fail with 401 once API processes' caches expire
+    (JOBSTACK_TOKEN_CACHE_SECONDS) and its open event streams end within a second."""
+    with db.session_scope() as session:
+        found = session.scalar(select(ApiToken.id).where(ApiToken.id == token_id))
+        if found is None:
+            raise TokenError(f"no token with id {token_id!r} (see 'jobstack tokens list')")
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+    verified_tokens.clear()
 
 
 class _VerifiedTokens:

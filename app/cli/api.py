@@ -1,4 +1,5 @@
-"""``jobstack api``: the REST API under gunicorn."""
+"""``jobstack api``: the REST API under gunicorn, on uvicorn's event loop (see
+:mod:`api.serving`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import sys
 
 import click
 
-#: Threads per gunicorn worker: event streams hold a thread each while they are open.
-THREADS = 16
+from app.config import load_settings
 
 
 @click.command("api")
@@ -16,12 +16,16 @@ THREADS = 16
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option(
     "--threads",
-    default=THREADS,
-    show_default=True,
-    help="Threads per worker (each open event stream holds one).",
+    type=click.IntRange(1, 512),
+    default=None,
+    help="Threads per worker that run the views (default: JOBSTACK_API_THREADS, 16). Slow "
+    "clients and open event streams hold none.",
 )
-def api_command(bind: str, workers: int, threads: int) -> None:
-    """Serve the REST API with gunicorn (threaded workers)."""
+def api_command(bind: str, workers: int, threads: int | None) -> None:
+    """Serve the REST API with gunicorn: an event loop per worker reads requests and writes
+    event streams, a thread pool runs the views."""
+    env = dict(os.environ)
+    env["JOBSTACK_API_THREADS"] = str(threads or load_settings().api_threads)
     argv = [
         sys.executable,
         "-m",
@@ -31,13 +35,12 @@ def api_command(bind: str, workers: int, threads: int) -> None:
         "--workers",
         str(workers),
         "--worker-class",
-        "gthread",
-        "--threads",
-        str(threads),
+        "api.serving.worker.ApiWorker",
+        # Sets up the gunicorn.access logger, which api.serving.access_log writes to.
         "--access-logfile",
         "-",
         "--config",
         "python:app.cli.gunicorn_conf",
-        "api:create_app()",
+        "api.serving.app:create_asgi_app()",
     ]
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, env)

@@ -1,7 +1,7 @@
 """gunicorn settings of ``jobstack api``: JSON log lines (JOBSTACK_LOG_FORMAT=json).
 
-Access lines name the response's X-Correlation-ID, so a request can be followed from the
-API's access log into the worker's log lines of its job.
+Access lines are written by :mod:`api.serving.access_log` on the ``gunicorn.access``
+logger configured here; uvicorn's own lines go to ``uvicorn.error``, JSON too.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import load_settings
-
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms correlation_id=%({x-correlation-id}o)s'
 
 
 def _json_logging() -> dict[str, Any]:
@@ -32,6 +30,7 @@ def _json_logging() -> dict[str, Any]:
         "loggers": {
             "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
             "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+            "uvicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
             "pika": {"level": "WARNING"},
         },
     }

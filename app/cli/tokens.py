@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.tokens import TokenError, create_token
+from app.tokens import TokenError, create_token, list_tokens, revoke_token
 
 
 @click.group("tokens")
@@ -29,3 +29,27 @@ def create_command(tenant: str, scopes: str, description: str | None) -> None:
     except TokenError as error:
         raise click.ClickException(str(error)) from None
     click.echo(token)
+
+
+@tokens_group.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's tokens.")
+def list_command(tenant: str | None) -> None:
+    """List tokens: id, tenant, scopes, created, revoked (never the token itself)."""
+    for token in list_tokens(tenant):
+        revoked = token.revoked_at.isoformat(timespec="seconds") if token.revoked_at else "-"
+        click.echo(
+            f"{token.id}  {token.tenant}  {token.scopes}  "
+            f"created {token.created_at.isoformat(timespec='seconds')}  revoked {revoked}  "
+            f"{token.description or ''}".rstrip()
+        )
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id")
+def revoke_command(token_id: str) -> None:
+    """Revoke the token TOKEN_ID (from 'jobstack tokens list'); its streams end too."""
+    try:
+        revoke_token(token_id)
+    except TokenError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"revoked {token_id}")

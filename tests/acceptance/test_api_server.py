@@ -4,85 +4,26 @@ real worker whose JSON log lines carry the request's correlation id."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import BIN, REPO, WorkerProcess, jobstack
+from tests.acceptance.conftest import BIN, WorkerProcess, jobstack
+from tests.support.served_api import ServedApi
 from tests.support.waiting import wait_until
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Http:
-    """A tiny JSON client of the served API, and the server's log file."""
-
-    def __init__(self, base: str, log: Path) -> None:
-        self.base = base
-        self.log = log
-
-    def call(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return (
-                    response.status,
-                    dict(response.headers),
-                    json.loads(response.read() or b"null"),
-                )
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), json.loads(error.read() or b"null")
-
-
 @pytest.fixture
-def api_server(clean_db: str, tmp_path: Path) -> Iterator[Http]:
-    port = _free_port()
-    log = tmp_path / "api.log"
-    with log.open("ab") as out:
-        server = subprocess.Popen(
-            [str(BIN / "jobstack"), "api", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=REPO,
-            env={**os.environ, "JOBSTACK_LOG_FORMAT": "json"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    http = Http(f"http://127.0.0.1:{port}", log)
-
-    def healthy() -> bool:
-        if server.poll() is not None:
-            raise AssertionError(f"the API exited:\n{log.read_text()}")
-        try:
-            return http.call("GET", "/healthz")[0] == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, 30, "the API to answer /healthz")
-    yield http
-    server.terminate()
-    server.wait(15)
+def api_server(clean_db: str, tmp_path: Path) -> Iterator[ServedApi]:
+    served = ServedApi(BIN, tmp_path / "api.log")
+    yield served
+    served.stop()
 
 
 def test_a_job_submitted_over_http_runs_and_its_worker_logs_carry_the_correlation_id(
-    api_server: Http, start_worker: Callable[..., WorkerProcess]
+    api_server: ServedApi, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     created = jobstack("tokens", "create", "--tenant", "acme", "--scopes", "jobs:read,jobs:write")
     assert created.returncode == 0, created.stderr
@@ -123,7 +64,7 @@ def test_a_job_submitted_over_http_runs_and_its_worker_logs_carry_the_correlatio
 
 
 def test_the_served_api_rejects_a_missing_token_and_serves_its_openapi_document(
-    api_server: Http,
+    api_server: ServedApi,
 ) -> None:
     status, headers, body = api_server.call("GET", "/v1/jobs")
     assert status == 401 and body["code"] == 401

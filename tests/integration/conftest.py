@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from app.tokens import create_token
+from tests.support.asgi_server import serving_in_thread
 from tests.support.rabbit import purge, real_broker
 from tests.support.workers import running_worker
 
@@ -55,6 +56,13 @@ def _bearer(tenant: str, scopes: set[str]) -> dict[str, str]:
 def client(rabbit: RabbitmqBroker) -> FlaskClient:
     """A test client of the real API on the test database and real RabbitMQ."""
     return create_app({"TESTING": True}).test_client()
+
+
+@pytest.fixture
+def served_port(rabbit: RabbitmqBroker) -> Iterator[int]:
+    """The port of the API served as ``jobstack api`` serves it (event streams need it)."""
+    with serving_in_thread() as port:
+        yield port
 
 
 @pytest.fixture

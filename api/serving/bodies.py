@@ -1,0 +1,133 @@
+"""Request bodies are read on the event loop, within limits, before a view thread sees them.
+
+A client that sends its body a byte at a time then costs a coroutine, not a view thread.
+Before a byte of the body is read, a request to ``/v1/`` without a valid token gets 401 and
+one whose Content-Length is over its limit gets 413; a body that takes longer than the body
+timeout gets 408. Bodies up to :data:`IN_MEMORY` bytes stay in memory, larger ones (uploads)
+are spooled to a temporary file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import IO
+
+from api.auth import MISSING_TOKEN, UNKNOWN_TOKEN, bearer_token
+from api.errors import error_body
+from api.serving.types import ASGIApp, Message, Receive, Scope, Send
+
+IN_MEMORY = 1 << 20
+CHUNK = 1 << 16
+BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+#: Whether a token is valid (run off the event loop: it may query the database).
+TokenCheck = Callable[[str], Awaitable[bool]]
+#: The largest body accepted for a method and path.
+BodyLimit = Callable[[str, str], int]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BufferedBodies:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: BodyLimit,
+        token_is_valid: TokenCheck,
+        body_timeout: float,
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.token_is_valid = token_is_valid
+        self.body_timeout = body_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1").lower(): value for name, value in scope["headers"]}
+        length_header = headers.get("content-length")
+        chunked = b"chunked" in headers.get("transfer-encoding", b"").lower()
+        if length_header is None and not chunked:
+            await self.app(scope, receive, send)  # No body.
+            return
+        if scope["path"].startswith("/v1/"):
+            token = bearer_token(headers.get("authorization", b"").decode("latin-1"))
+            if token is None or not await self.token_is_valid(token):
+                message = MISSING_TOKEN if token is None else UNKNOWN_TOKEN
+                await _answer(send, 401, message, {"www-authenticate": 'Bearer realm="jobstack"'})
+                return
+        limit = self.limit(scope["method"], scope["path"])
+        try:
+            declared = int(length_header) if length_header is not None else 0
+        except ValueError:
+            await _answer(send, 400, "Content-Length is not a number")
+            return
+        if declared > limit:
+            await _answer(send, 413, f"the body is over this endpoint's limit of {limit} bytes")
+            return
+        with tempfile.SpooledTemporaryFile(max_size=IN_MEMORY) as body:
+            try:
+                size = await asyncio.wait_for(_read_body(receive, body, limit), self.body_timeout)
+            except TimeoutError:
+                await _answer(
+                    send, 408, f"the body did not arrive within {self.body_timeout:g} seconds"
+                )
+                return
+            except _TooLarge:
+                await _answer(send, 413, f"the body is over this endpoint's limit of {limit} bytes")
+                return
+            if size is None:
+                return  # The client went away.
+            body.seek(0)
+            await self.app(scope, _replay(body, size, receive), send)
+
+
+async def _read_body(receive: Receive, into: IO[bytes], limit: int) -> int | None:
+    """Read the whole body into ``into``: its size, or None if the client went away."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        into.write(chunk)
+        if not message.get("more_body", False):
+            return size
+
+
+def _replay(body: IO[bytes], size: int, receive: Receive) -> Receive:
+    """A receive that gives the stored body, then waits on the client (for disconnects)."""
+    finished = False
+
+    async def replay() -> Message:
+        nonlocal finished
+        if finished:
+            return await receive()
+        chunk = body.read(CHUNK)
+        more = body.tell() < size
+        finished = not more
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    return replay
+
+
+async def _answer(send: Send, code: int, message: str, extra: dict[str, str] | None = None) -> None:
+    payload = json.dumps(error_body(code, message)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"connection", b"close"),
+    ]
+    headers += [(name.encode(), value.encode()) for name, value in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})

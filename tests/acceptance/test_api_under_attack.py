@@ -1,0 +1,188 @@
+"""The served API keeps answering while clients trickle their headers and hold event streams
+open; streams are bounded per token and per tenant, and end when their client leaves or
+their token is revoked. Measured from outside, against ``jobstack api``."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import math
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app import db
+from app.models import ApiToken, EventStream
+from app.tokens import create_token
+from tests.acceptance.conftest import BIN, jobstack
+from tests.support.served_api import ServedApi
+from tests.support.waiting import wait_until
+
+SLOW_SOCKETS = 200
+STREAMS = 100
+HEADER_TIMEOUT = 4.0
+
+
+@pytest.fixture
+def served(clean_db: str, tmp_path: Path) -> Iterator[ServedApi]:
+    served = ServedApi(
+        BIN,
+        tmp_path / "api.log",
+        {"JOBSTACK_API_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "JOBSTACK_STREAMS_PER_TOKEN": "25"},
+    )
+    yield served
+    served.stop()
+
+
+def _queued_job(served: ServedApi) -> str:
+    """A job of tenant acme that stays queued (no worker runs), so its stream stays open."""
+    writer = create_token("acme", {"jobs:write"})
+    body = {"actor": "diagnostics.noop", "kwargs": {}}
+    status, _, job = served.call("POST", "/v1/jobs", body, _auth(writer))
+    assert status == 202, job
+    return str(job["id"])
+
+
+class Stream:
+    """An open event stream, read by a client that is not a browser."""
+
+    def __init__(self, served: ServedApi, job_id: str, token: str) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        self.connection.request("GET", f"/v1/jobs/{job_id}/events", headers=_auth(token))
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200, self.response.read()
+        assert self.response.readline() == b"retry: 3000\n"  # Open and flowing.
+
+    def read_to_end(self) -> None:
+        with contextlib.suppress(OSError):
+            while self.response.readline():
+                pass  # readline returns b"" once the server has ended the stream.
+
+    def close(self) -> None:
+        self.response.close()
+        self.connection.close()
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _open_streams() -> int:
+    with db.session_scope() as session:
+        return session.scalar(select(func.count()).select_from(EventStream)) or 0
+
+
+class Trickle:
+    """Sockets that send a request head one byte at a time and never finish it."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+        self.closed_by_server = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drip, daemon=True)
+        self._thread.start()
+
+    def _drip(self) -> None:
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
+        for byte in head:
+            for sock in list(self.sockets):
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    self.sockets.remove(sock)
+                    sock.close()
+                    self.closed_by_server += 1
+            if self._stop.wait(0.2):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self.sockets:
+            sock.close()
+
+
+def _latency(served: ServedApi) -> float:
+    started = time.monotonic()
+    status = served.call("GET", "/healthz", timeout=5)[0]
+    assert status == 200
+    return time.monotonic() - started
+
+
+def test_healthz_answers_within_a_second_while_200_sockets_trickle_and_100_streams_are_open(
+    served: ServedApi,
+) -> None:
+    tokens = [create_token("acme", {"jobs:read"}) for _ in range(STREAMS // 20)]
+    jobs = [_queued_job(served) for _ in range(10)]
+    trickle = Trickle(served.port, SLOW_SOCKETS)
+    streams = []
+    try:
+        for number in range(STREAMS):
+            streams.append(Stream(served, jobs[number % 10], tokens[number % len(tokens)]))
+        assert _open_streams() == STREAMS
+        latencies = [_latency(served) for _ in range(40)]
+        # Slow sockets are closed by the header deadline, not left to pile up.
+        wait_until(lambda: trickle.closed_by_server >= SLOW_SOCKETS, HEADER_TIMEOUT + 5, "closes")
+    finally:
+        trickle.close()
+        for stream in streams:
+            stream.close()
+    ordered = sorted(latencies)
+    p99 = ordered[math.ceil(0.99 * len(ordered)) - 1]
+    print(
+        f"/healthz with {SLOW_SOCKETS} trickling sockets and {STREAMS} streams open: "
+        f"median {statistics.median(ordered) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+        f"({len(ordered)} requests)"
+    )
+    assert max(latencies) < 1.0
+    # Every stream's slot is given back once its client has gone.
+    wait_until(lambda: _open_streams() == 0, 5, "the stream slots to be given back")
+
+
+def test_streams_over_the_token_limit_get_429(served: ServedApi) -> None:
+    token = create_token("acme", {"jobs:read"})
+    job_id = _queued_job(served)
+    streams = [Stream(served, job_id, token) for _ in range(25)]
+    try:
+        status, headers, body = served.call(
+            "GET", f"/v1/jobs/{job_id}/events", headers=_auth(token)
+        )
+        assert status == 429
+        assert "25 open event streams (the limit is 25)" in body["message"]
+        assert headers["Retry-After"]
+        # Another token of the same tenant is not held back by the first one's limit.
+        Stream(served, job_id, create_token("acme", {"jobs:read"})).close()
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_a_stream_ends_when_its_client_goes_and_when_its_token_is_revoked(
+    served: ServedApi,
+) -> None:
+    token = create_token("acme", {"jobs:read"})
+    job_id = _queued_job(served)
+    left = Stream(served, job_id, token)
+    wait_until(lambda: _open_streams() == 1, 5, "the stream to be counted")
+    left.close()
+    wait_until(lambda: _open_streams() == 0, 2, "the slot of a closed stream to be given back")
+
+    revoked = Stream(served, job_id, token)
+    with db.session_scope() as session:
+        token_id = session.scalars(select(ApiToken.id).where(ApiToken.scopes == "jobs:read")).one()
+    listed = jobstack("tokens", "list")
+    assert token_id in listed.stdout and "revoked -" in listed.stdout
+    started = time.monotonic()
+    assert jobstack("tokens", "revoke", token_id).returncode == 0
+    revoked.read_to_end()
+    revoked.close()
+    assert time.monotonic() - started < 3
+    assert "revoked 20" in jobstack("tokens", "list").stdout
+    unknown = jobstack("tokens", "revoke", "no-such-id")
+    assert unknown.returncode == 1 and "no token with id 'no-such-id'" in unknown.stderr
