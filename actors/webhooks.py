@@ -17,5 +17,6 @@ from app import webhooks
     time_limit=60 * 1000,
 )
 def deliver(job_id: str) -> dict[str, Any]:
-    """POST job ``job_id``'s JSON to its callback URL with X-Jobstack-Signature."""
+    """POST job ``job_id``'s JSON to its callback URL with X-Jobstack-Signature; a refused
+    destination or a redirect fails the job at once, other failures are retried."""
     return webhooks.deliver(job_id)

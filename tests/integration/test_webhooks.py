@@ -55,6 +55,28 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     server.server_close()
 
 
+@pytest.fixture
+def redirector(receiver: Receiver) -> Iterator[str]:
+    """The URL of a server that answers every POST with a redirect to the receiver."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(302)
+            self.send_header("Location", receiver.url)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/moved"
+    server.shutdown()
+    server.server_close()
+
+
 def _deliveries(job_id: str) -> list[Job]:
     with db.session_scope() as session:
         jobs = session.scalars(select(Job).where(Job.actor == "webhooks.deliver"))
@@ -98,6 +120,25 @@ def test_a_failing_destination_is_retried_with_backoff(
     assert (done.state, done.attempts) == ("succeeded", 2)
 
 
+def test_a_redirect_fails_the_delivery_at_once_without_being_followed(
+    client: FlaskClient,
+    tokens: Tokens,
+    worker: dramatiq.Worker,
+    receiver: Receiver,
+    redirector: str,
+) -> None:
+    body = {"actor": "diagnostics.noop", "kwargs": {}, "callback_url": redirector}
+    job_id = client.post("/v1/jobs", json=body, headers=tokens.acme).get_json()["id"]
+
+    [delivery] = wait_until(lambda: _deliveries(job_id), 20, "the delivery job")
+    done = wait_for_state(delivery.id)
+    assert (done.state, done.attempts) == ("failed", 1)
+    assert done.error_message is not None
+    assert f"answered 302 to {receiver.url!r}" in done.error_message
+    assert "redirects are not followed" in done.error_message
+    assert receiver.received == []
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -105,6 +146,10 @@ def test_a_failing_destination_is_retried_with_backoff(
         "http://localhost:8000/x",
         "http://10.0.0.5/x",
         "http://169.254.169.254/latest",
+        "http://100.100.100.200/latest",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://2130706433/x",
+        "http://user:password@example.com/x",
         "ftp://example.com/x",
     ],
 )
