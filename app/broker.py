@@ -8,6 +8,8 @@ the environment.
 
 from __future__ import annotations
 
+import time
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
@@ -74,6 +76,30 @@ class JobstackRabbitmqBroker(RabbitmqBroker):
     #: Read by the tracking middleware: acks here wait for the commit's gate.
     acks_wait_for_commits = True
 
+    def __init__(self, *, idle_connection_seconds: float, **options: Any) -> None:
+        super().__init__(**options)
+        self.idle_connection_seconds = idle_connection_seconds
+
+    @property
+    def connection(self) -> Any:
+        """The thread's connection, replaced first if it has been idle too long.
+
+        A pika BlockingConnection answers heartbeats only while it is used: an API thread
+        that published nothing for two heartbeat intervals holds a connection RabbitMQ has
+        already dropped, and its next publish would fail. Closing and reopening it before
+        use costs one connection set-up after an idle spell, never a failed request.
+        """
+        now = time.monotonic()
+        last_used = getattr(self.state, "connection_used_at", now)
+        if now - last_used > self.idle_connection_seconds:
+            del self.connection
+        self.state.connection_used_at = now
+        return super().connection
+
+    @connection.deleter
+    def connection(self) -> None:
+        RabbitmqBroker.connection.fdel(self)  # type: ignore[attr-defined]
+
     @property
     def consumer_class(self) -> type[_RabbitmqConsumer]:
         return AckAfterCommitConsumer
@@ -100,8 +126,13 @@ def create_broker(settings: Settings) -> dramatiq.Broker:
     else:
         # Queue arguments cannot change once a queue exists, so x-max-priority is fixed
         # now for every queue jobstack declares (per-job priorities 0–9).
+        url = amqp_url(settings)
+        heartbeat = float(dict(parse_qsl(urlsplit(url).query))["heartbeat"])
         broker = JobstackRabbitmqBroker(
-            url=amqp_url(settings),
+            # Well before RabbitMQ gives up on a silent client (two missed heartbeats);
+            # heartbeat=0 turns heartbeats off, and idle connections then stay up.
+            idle_connection_seconds=heartbeat / 2 if heartbeat > 0 else float("inf"),
+            url=url,
             confirm_delivery=True,
             max_priority=MAX_PRIORITY,
             middleware=build_middleware(settings),

@@ -21,6 +21,7 @@ from app import db
 from app.models import ApiToken, EventStream
 from app.tokens import create_token
 from tests.acceptance.conftest import BIN, jobstack
+from tests.support.rabbit import purge, real_broker
 from tests.support.served_api import ServedApi
 from tests.support.waiting import wait_until
 
@@ -186,3 +187,30 @@ def test_a_stream_ends_when_its_client_goes_and_when_its_token_is_revoked(
     assert "revoked 20" in jobstack("tokens", "list").stdout
     unknown = jobstack("tokens", "revoke", "no-such-id")
     assert unknown.returncode == 1 and "no token with id 'no-such-id'" in unknown.stderr
+
+
+def test_after_an_idle_spell_longer_than_two_heartbeats_requests_and_publishing_still_work(
+    clean_db: str, tmp_path: Path
+) -> None:
+    # RabbitMQ drops a connection that missed two heartbeats: with 1 s heartbeats, the
+    # API's connections are gone after ~3 s of silence.
+    broker = real_broker()
+    purge(broker)
+    served = ServedApi(BIN, tmp_path / "api.log", {"JOBSTACK_BROKER_HEARTBEAT": "1"})
+    try:
+        writer = _auth(create_token("acme", {"jobs:read", "jobs:write"}))
+        admin = _auth(create_token("ops", {"admin"}))
+        body = {"actor": "diagnostics.noop", "kwargs": {}}
+        for _ in range(16):  # Requests spread over the view threads, each with a connection.
+            assert served.call("POST", "/v1/jobs", body, writer)[0] == 202
+        time.sleep(5)
+        for _ in range(8):
+            assert served.call("GET", "/readyz")[0] == 200
+            assert served.call("GET", "/v1/queues", headers=admin)[0] == 200
+            assert served.call("POST", "/v1/jobs", body, writer)[0] == 202
+        # No worker (and so no outbox relay) runs: every message in the queue was
+        # published by the request that created its job, none was left behind.
+        ready = broker.channel.queue_declare("default", passive=True).method.message_count
+        assert ready == 24
+    finally:
+        served.stop()
