@@ -214,3 +214,19 @@ def test_after_an_idle_spell_longer_than_two_heartbeats_requests_and_publishing_
         assert ready == 24
     finally:
         served.stop()
+
+
+def test_an_upload_without_a_valid_token_gets_401_before_its_body_is_sent(
+    served: ServedApi,
+) -> None:
+    for authorization in ("", "Authorization: Bearer jst_not-a-token\r\n"):
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
+            head = (
+                "POST /v1/ingest/uploads HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n"
+                f"Content-Length: 50000000\r\n{authorization}\r\n"
+            )
+            sock.sendall(head.encode())  # ... and not one byte of the 50 MB body.
+            answer = sock.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 401"), answer
+        assert "Bearer" in answer
