@@ -8,6 +8,7 @@ the environment.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,6 +27,7 @@ from dramatiq.middleware import (
 
 from app.config import Settings, load_settings
 from app.defaults import MAX_PRIORITY, STANDARD_QUEUES
+from app.errors import ConfigurationError
 from app.middleware.actor_options import JobstackActorOptions
 from app.middleware.cancellation import Cancellation
 from app.middleware.heartbeat import WorkerHeartbeat
@@ -67,6 +69,10 @@ def build_middleware(settings: Settings | None = None) -> list[Middleware]:
             broadcast=settings.cancel_broadcast,
         ),
     ]
+
+
+#: An operator's queue name: no dots, so never one of the .DQ or .XQ queues beside it.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class JobstackRabbitmqBroker(RabbitmqBroker):
@@ -137,9 +143,20 @@ def create_broker(settings: Settings) -> dramatiq.Broker:
             max_priority=MAX_PRIORITY,
             middleware=build_middleware(settings),
         )
-    for queue in STANDARD_QUEUES:
+    for queue in (*STANDARD_QUEUES, *configured_queues(settings)):
         broker.declare_queue(queue)
     return broker
+
+
+def configured_queues(settings: Settings) -> list[str]:
+    """The operator's extra queues (JOBSTACK_QUEUES)."""
+    names = [name.strip() for name in settings.queues.split(",") if name.strip()]
+    for name in names:
+        if not QUEUE_NAME.fullmatch(name):
+            raise ConfigurationError(
+                f"JOBSTACK_QUEUES: {name!r} must be 1-64 letters, digits, '_' or '-'"
+            )
+    return names
 
 
 broker = create_broker(load_settings())

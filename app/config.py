@@ -29,6 +29,10 @@ class Settings:
     storage_dir: str = "var/storage"
     """Where uploaded files are kept."""
 
+    queues: str = ""
+    """More queues jobs may be submitted to (comma-separated), besides ``critical``,
+    ``default``, ``low`` and the actors' own; the API refuses every other name."""
+
     broker_heartbeat: int = 60
     """AMQP heartbeat in seconds: a dead peer is noticed within about twice this."""
 

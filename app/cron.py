@@ -19,13 +19,14 @@ import periodiq
 from sqlalchemy import select
 
 from app import db
+from app.defaults import CRON_KEY_PREFIX
 from app.errors import ConfigurationError
 from app.messages import AnyMessage
 from app.models import Job
 
 #: Message option: this tick's job already exists under another message id.
 DUPLICATE_TICK_OPTION = "jobstack_duplicate_tick_of"
-KEY_PREFIX = "cron:"
+KEY_PREFIX = CRON_KEY_PREFIX
 
 
 def tick_key(message: AnyMessage) -> str | None:

@@ -28,3 +28,12 @@ MAX_BACKOFF_CAP_MS = 600_000
 #: Default time limit of an attempt, in milliseconds; an attempt over it fails as a
 #: timeout. ``JOBSTACK_MAX_TIME_LIMIT`` caps every actor's own limit.
 DEFAULT_TIME_LIMIT_MS = 600_000
+
+#: Tenants of the jobs jobstack submits itself (the CLI, cron ticks): no API token may
+#: belong to one, or it would see those jobs and could pre-empt a cron tick's key.
+RESERVED_TENANTS = frozenset({"default", "system"})
+
+#: Idempotency keys of the jobs jobstack submits itself: cron ticks use
+#: ``cron:<actor>:<minute>``. Only the internal tenant may submit one.
+CRON_KEY_PREFIX = "cron:"
+RESERVED_KEY_PREFIXES = (CRON_KEY_PREFIX,)

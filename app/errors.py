@@ -10,7 +10,8 @@ under this root. An exception's docstring is its default message.
     ├── ConfigurationError
     ├── PermanentError           an actor's failure that no retry can fix
     ├── SubmitError
-    │   └── UnknownActor
+    │   ├── UnknownActor
+    │   └── UnknownQueue
     ├── NotFound                 the API answers 404 for every one of them
     │   ├── JobNotFound
     │   ├── DatasetNotFound
@@ -49,6 +50,10 @@ class SubmitError(JobstackError):
 
 class UnknownActor(SubmitError):
     """No actor of that name is registered."""
+
+
+class UnknownQueue(SubmitError):
+    """No queue of that name is declared: the API does not create queues."""
 
 
 class NotFound(JobstackError):

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from app import db
 from app.context import JobContext, current_job
-from app.defaults import DEFAULT_MAX_RETRIES, MAX_PRIORITY
-from app.errors import JobNotFound, SubmitError, UnknownActor
+from app.defaults import DEFAULT_MAX_RETRIES, MAX_PRIORITY, RESERVED_KEY_PREFIXES
+from app.errors import JobNotFound, SubmitError, UnknownActor, UnknownQueue
 from app.messages import message_for
 from app.models import DEFAULT_TENANT, Job, JobEvent
 from app.outbox.after_commit import publish_after_commit
@@ -104,8 +104,23 @@ def submit(
     now = utcnow()
     state = JobState.SCHEDULED if due is not None and due > now else JobState.QUEUED
     queue_name = queue or resolved.queue_name
-    if queue_name != resolved.queue_name:
-        resolved.broker.declare_queue(queue_name)
+    if queue_name not in resolved.broker.get_declared_queues():
+        # Declaring it here would let any caller create queues (three each, with .DQ
+        # and .XQ) and make every worker open consumers for them.
+        known = ", ".join(sorted(resolved.broker.get_declared_queues()))
+        raise UnknownQueue(
+            f"queue {queue_name!r} is not declared; use one of: {known} "
+            "(operators add queues with JOBSTACK_QUEUES or an actor's queue_name)"
+        )
+    if (
+        idempotency_key is not None
+        and idempotency_key.startswith(RESERVED_KEY_PREFIXES)
+        and tenant != DEFAULT_TENANT
+    ):
+        raise SubmitError(
+            f"idempotency keys starting with {' or '.join(RESERVED_KEY_PREFIXES)} are "
+            "reserved for jobs jobstack submits itself"
+        )
 
     unique_key = unique_key_for(resolved, args, kwargs)
     job = Job(

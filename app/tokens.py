@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 
 from app import db
 from app.config import load_settings
+from app.defaults import RESERVED_TENANTS
 from app.errors import JobstackError
 from app.models import ApiToken
 from app.timeutil import utcnow
@@ -51,6 +52,11 @@ def create_token(tenant: str, scopes: set[str], description: str | None = None) 
     """Create a token and return it; it is not stored and cannot be shown again."""
     if not TENANT_PATTERN.match(tenant):
         raise TokenError(f"tenant {tenant!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if tenant.lower() in RESERVED_TENANTS:
+        raise TokenError(
+            f"tenant {tenant!r} is reserved for the jobs jobstack submits itself (CLI, cron); "
+            "give admins a tenant of their own, e.g. 'ops'"
+        )
     unknown = scopes - SCOPES
     if unknown or not scopes:
         raise TokenError(

@@ -38,3 +38,14 @@ def test_the_broker_url_gets_heartbeat_and_blocked_timeout_unless_given() -> Non
     assert url.startswith("amqp://u:p@rabbit:5672/%2F?")
     explicit = amqp_url(Settings(broker_url="amqp://rabbit/%2F?heartbeat=5"))
     assert "heartbeat=5" in explicit and "heartbeat=60" not in explicit
+
+
+def test_operator_queues_are_read_and_dotted_names_refused() -> None:
+    from app.broker import configured_queues
+
+    assert configured_queues(Settings(queues=" reports, bulk-import ,")) == [
+        "reports",
+        "bulk-import",
+    ]
+    with pytest.raises(ConfigurationError, match=r"JOBSTACK_QUEUES: 'reports\.XQ'"):
+        configured_queues(Settings(queues="reports.XQ"))
