@@ -43,6 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     import actors  # noqa: F401  (the API submits to the actors registered on the broker)
     from api import catalog, correlation, datasets, dead_letters, events, health, ingest, jobs
     from api.errors import JobstackApi, register_domain_errors
+    from api.limits import refuse_unreadable_json
 
     app = Flask(__name__)
     app.config.update(OPENAPI_CONFIG)
@@ -58,6 +59,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.before_request
     def _json_bodies_only() -> None:
         _refuse_nul_characters(request.args.items(multi=True), "query parameter")
+        _refuse_nul_characters((request.view_args or {}).items(), "path parameter")
         if request.endpoint in UPLOAD_ENDPOINTS:
             # Archives are multipart uploads, with their own (larger) size limit.
             request.max_content_length = upload_limit
@@ -72,6 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         )
         if request.method in {"POST", "PUT", "PATCH"} and has_body and not request.is_json:
             abort(415, message="send the body as JSON with 'Content-Type: application/json'")
+        refuse_unreadable_json()
 
     blueprints = (
         jobs.blp,

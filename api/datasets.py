@@ -79,7 +79,9 @@ class Names(MethodView):
             if column in query:
                 statement = statement.where(getattr(NameRecord, column) == query[column])
         if "cursor" in query:
-            statement = statement.where(NameRecord.id > decode_id_cursor(query["cursor"]))
+            statement = statement.where(
+                NameRecord.id > decode_id_cursor(query["cursor"], NameRecord.id)
+            )
         limit = query["limit"]
         with db.session_scope() as session:
             rows = list(session.scalars(statement.limit(limit + 1)))

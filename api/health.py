@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dramatiq
@@ -28,6 +29,8 @@ from app.workers import list_workers
 from app.workers import status as worker_status
 
 blp = Blueprint("health", __name__, description="Health of the API, its database and workers.")
+
+logger = logging.getLogger(__name__)
 
 #: Job states as Celery names them, for clients written against a Celery-style API.
 TASK_STATUS = {
@@ -74,8 +77,16 @@ class Readyz(MethodView):
             )
             if error
         }
+        for name, error in sorted(problems.items()):
+            logger.error("Readiness check: the %s is unreachable: %s", name, error)
         if problems:
-            abort(503, message=f"unavailable: {', '.join(sorted(problems))}", errors=problems)
+            # Anyone may ask, so the answer names the dependency only: the drivers'
+            # errors carry hosts, ports and user names, which stay in the log.
+            abort(
+                503,
+                message=f"unavailable: {', '.join(sorted(problems))}",
+                errors={name: "unreachable" for name in problems},
+            )
         return {"status": "ok", "database": "ok", "broker": "ok"}
 
 
@@ -83,18 +94,24 @@ class Readyz(MethodView):
 class WorkerHealth(MethodView):
     @blp.response(200, WorkerHealthSchema)
     def get(self) -> Any:
-        """Live workers (from their heartbeats), jobs running on them and jobs they finished."""
-        authorize("jobs:read")
+        """Whether a live worker (by its heartbeats) can take jobs; admins also get how
+        many workers there are, the jobs running on them and the jobs they finished."""
+        principal = authorize("jobs:read")
         gone_after = load_settings().worker_gone_after
         with db.session_scope() as session:
             alive = [w for w in list_workers(session) if worker_status(w, gone_after) == "alive"]
-        return {
+        health: dict[str, Any] = {
             "status": "ok" if alive else "unavailable",
             "available": bool(alive),
-            "workers": len(alive),
-            "active": sum(len(w.running_job_ids) for w in alive),
-            "processed": sum(w.processed for w in alive),
         }
+        if principal.is_admin:
+            # The counts are every tenant's work and the platform's size: not a tenant's.
+            health.update(
+                workers=len(alive),
+                active=sum(len(w.running_job_ids) for w in alive),
+                processed=sum(w.processed for w in alive),
+            )
+        return health
 
 
 @blp.route("/v1/workers")
@@ -135,8 +152,8 @@ class HealthHistory(MethodView):
     @blp.arguments(HealthHistoryQuerySchema(), location="query")
     @blp.response(200, HealthCheckSchema(many=True))
     def get(self, query: dict[str, Any]) -> Any:
-        """The periodic health checks, newest first."""
-        authorize("jobs:read")
+        """The periodic health checks, newest first (admin: their details name servers)."""
+        authorize("admin")
         with db.session_scope() as session:
             return list(
                 session.scalars(

@@ -96,7 +96,9 @@ class RunStanzas(MethodView):
         if "stanza" in query:
             statement = statement.where(ConfStanza.stanza == query["stanza"])
         if "cursor" in query:
-            statement = statement.where(ConfStanza.id > decode_id_cursor(query["cursor"]))
+            statement = statement.where(
+                ConfStanza.id > decode_id_cursor(query["cursor"], ConfStanza.id)
+            )
         limit = query["limit"]
         with db.session_scope() as session:
             rows = list(session.scalars(statement.limit(limit + 1)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -12,10 +13,12 @@ from flask import request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import Schema
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, Text, and_, case, cast, func, null, or_, select, type_coerce
+from sqlalchemy.orm import defer
 
 from api.auth import authorize, tenant_filter
 from api.correlation import correlation_id
+from api.limits import LISTED_VALUE_MAX_CHARS
 from api.pagination import decode_cursor, encode_cursor
 from api.schemas import (
     JobBatchSchema,
@@ -36,6 +39,21 @@ from app.webhooks import WebhookRefused, check_url
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Submit and follow jobs.")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Printable ASCII only: a control character (NUL above all) cannot be stored in the key's
+#: column on PostgreSQL.
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+#: Columns whose values can be large (1 MiB of kwargs, a worker's result): listings read
+#: them from the database only when short, so neither memory nor the response grows with
+#: them.
+LARGE_COLUMNS = (
+    Job.args,
+    Job.kwargs,
+    Job.result,
+    Job.progress_message,
+    Job.error_message,
+    Job.error_traceback,
+)
 
 
 def public_actor(name: str) -> dramatiq.Actor[Any, Any]:
@@ -97,7 +115,12 @@ class Jobs(MethodView):
                 "in": "header",
                 "name": IDEMPOTENCY_HEADER,
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": "^[\\x20-\\x7e]+$",
+                },
                 "description": "Same key and body: the same job again. Same key, other body: 409.",
             }
         ]
@@ -108,8 +131,8 @@ class Jobs(MethodView):
         """Submit a job. Send ``Idempotency-Key`` to make retries of this request safe."""
         principal = authorize("jobs:write")
         key = request.headers.get(IDEMPOTENCY_HEADER)
-        if key is not None and not 1 <= len(key) <= 255:
-            abort(400, message=f"{IDEMPOTENCY_HEADER} must be 1-255 characters")
+        if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+            abort(400, message=f"{IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters")
         errors = kwargs_errors(public_actor(data["actor"]), data["kwargs"])
         if errors:
             abort(422, errors={"json": {"kwargs": errors}})
@@ -145,10 +168,45 @@ class Jobs(MethodView):
             )
         limit = query["limit"]
         with db.session_scope() as session:
-            rows = list(session.scalars(statement.limit(limit + 1)))
+            rows = session.execute(_short_values_only(statement).limit(limit + 1)).all()
         more = len(rows) > limit
-        items = rows[:limit]
-        return {"items": items, "next_cursor": encode_cursor(items[-1]) if more else None}
+        items = [_listed(row) for row in rows[:limit]]
+        return {"items": items, "next_cursor": encode_cursor(rows[limit - 1][0]) if more else None}
+
+
+def _short_values_only(statement: Select[Any]) -> Select[Any]:
+    """``statement`` with each large column replaced by its length and its value when
+    short (NULL otherwise), both computed by the database."""
+    lengths = [func.length(cast(column, Text)) for column in LARGE_COLUMNS]
+    values = [
+        type_coerce(case((length > LISTED_VALUE_MAX_CHARS, null()), else_=column), column.type)
+        for column, length in zip(LARGE_COLUMNS, lengths, strict=True)
+    ]
+    return statement.add_columns(*lengths, *values).options(
+        *(defer(column) for column in LARGE_COLUMNS)
+    )
+
+
+def _listed(row: Any) -> dict[str, Any]:
+    """A listing item from a row of :func:`_short_values_only`: the job's short values,
+    and in ``truncated`` the length of each left out."""
+    job, *rest = row
+    lengths, values = rest[: len(LARGE_COLUMNS)], rest[len(LARGE_COLUMNS) :]
+    large = {column.key for column in LARGE_COLUMNS}
+    item = {
+        column.key: getattr(job, column.key)
+        for column in Job.__table__.columns
+        if column.key not in large
+    }
+    truncated: dict[str, int] = {}
+    for column, length, value in zip(LARGE_COLUMNS, lengths, values, strict=True):
+        if length is not None and length > LISTED_VALUE_MAX_CHARS:
+            truncated[column.key] = length
+        else:
+            item[column.key] = value
+    if truncated:
+        item["truncated"] = truncated
+    return item
 
 
 @blp.route("/batch")

@@ -1,15 +1,37 @@
-"""Opaque cursors over (created_at, id), newest first: stable under concurrent inserts."""
+"""Opaque cursors: over (created_at, id), newest first, or after an integer row id.
+
+Both are stable under concurrent inserts. A cursor is only ever one the API made, so
+anything else, including values no column could hold, is a 422 before it reaches SQL.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
+from typing import Any, NoReturn
 
 from flask_smorest import abort
+from sqlalchemy.orm import InstrumentedAttribute
 
+from api.limits import in_moment_range, largest_integer
 from app.models import Job
+
+#: What an id cursor decodes to: ``i`` and decimal digits.
+ID_CURSOR = re.compile(r"i([0-9]{1,19})")
+#: The longest job id, the length of ``jobs.id`` (a UUID).
+JOB_ID_MAX_LENGTH = 36
+
+
+def _refuse() -> NoReturn:
+    abort(422, errors={"query": {"cursor": ["not a cursor returned by this API"]}})
+    raise AssertionError("unreachable: abort raises")
+
+
+def _decoded(cursor: str) -> str:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
 
 
 def encode_cursor(job: Job) -> str:
@@ -20,14 +42,17 @@ def encode_cursor(job: Job) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (created_at, id) a cursor points after; 422 for anything else."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
+        created, job_id = json.loads(_decoded(cursor))
         moment = datetime.fromisoformat(created)
-        if not isinstance(job_id, str) or moment.tzinfo is None:
-            raise ValueError(cursor)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        abort(422, errors={"query": {"cursor": ["not a cursor returned by this API"]}})
+    except (ValueError, TypeError, binascii.Error):
+        _refuse()
+    if not _is_job_id(job_id) or moment.tzinfo is None or not in_moment_range(moment):
+        _refuse()
     return moment, job_id
+
+
+def _is_job_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= JOB_ID_MAX_LENGTH and "\x00" not in value
 
 
 def encode_id_cursor(row_id: int) -> str:
@@ -35,12 +60,12 @@ def encode_id_cursor(row_id: int) -> str:
     return base64.urlsafe_b64encode(f"i{row_id}".encode()).decode().rstrip("=")
 
 
-def decode_id_cursor(cursor: str) -> int:
+def decode_id_cursor(cursor: str, column: InstrumentedAttribute[int]) -> int:
+    """The row id of ``column`` a cursor points after; 422 for anything else."""
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("i"):
-            raise ValueError(cursor)
-        return int(text[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        abort(422, errors={"query": {"cursor": ["not a cursor returned by this API"]}})
-        raise
+        found = ID_CURSOR.fullmatch(_decoded(cursor))
+    except (ValueError, binascii.Error):
+        _refuse()
+    if found is None or int(found[1]) > largest_integer(column.type):
+        _refuse()
+    return int(found[1])

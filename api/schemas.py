@@ -5,14 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from marshmallow import ValidationError, fields, validate, validates_schema
+from flask import g, has_app_context
+from marshmallow import ValidationError, fields, post_dump, validate, validates_schema
 
+from api.limits import LISTED_VALUE_MAX_CHARS, MOMENT_RANGE, check_moment
 from app.defaults import MAX_PRIORITY
 from app.states import JobState
 
 STATES = [state.value for state in JobState]
 #: A delay longer than this is almost certainly a unit mistake (seconds for ms, …).
 MAX_DELAY_MS = 366 * 24 * 3600 * 1000
+
+#: Job fields about the platform rather than the tenant's work, shown to admins only: the
+#: traceback (server paths, library versions) and the worker's ``hostname:pid``.
+ADMIN_ONLY_JOB_FIELDS = ("error_traceback", "worker_id")
+
+
+def moment() -> fields.AwareDateTime:
+    """A request's datetime: with its offset, within the range the database can take."""
+    return fields.AwareDateTime(
+        validate=check_moment, metadata={"description": f"ISO 8601 with offset; {MOMENT_RANGE}"}
+    )
+
+
+def caller_is_admin() -> bool:
+    """Whether the request being answered was authorised with an admin token."""
+    principal = g.get("principal") if has_app_context() else None
+    return principal is not None and principal.is_admin
 
 
 class JobCreateSchema(ma.Schema):
@@ -21,7 +40,7 @@ class JobCreateSchema(ma.Schema):
     queue = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,200}$"))
     priority = fields.Integer(validate=validate.Range(0, MAX_PRIORITY))
     delay_ms = fields.Integer(validate=validate.Range(0, MAX_DELAY_MS))
-    run_at = fields.AwareDateTime()
+    run_at = moment()
     max_retries = fields.Integer(validate=validate.Range(0, 100))
     callback_url = fields.Url(schemes={"http", "https"}, validate=validate.Length(max=2000))
 
@@ -52,18 +71,49 @@ class JobSchema(ma.Schema):
     result = fields.Raw(allow_none=True)
     error_type = fields.String(allow_none=True)
     error_message = fields.String(allow_none=True)
-    error_traceback = fields.String(allow_none=True)
+    error_traceback = fields.String(allow_none=True, metadata={"description": "Admins only."})
     idempotency_key = fields.String(allow_none=True)
     correlation_id = fields.String(allow_none=True)
     callback_url = fields.String(allow_none=True)
     tenant = fields.String()
-    worker_id = fields.String(allow_none=True)
+    worker_id = fields.String(
+        allow_none=True, metadata={"description": "The worker's hostname:pid; admins only."}
+    )
     created_at = fields.DateTime()
     run_at = fields.DateTime(allow_none=True)
     published_at = fields.DateTime(allow_none=True)
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime()
+
+    @post_dump
+    def _hide_from_tenants(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # Here rather than in the views, so that no view (or nested use, as a schedule's
+        # last job) can show them by forgetting to remove them.
+        if not caller_is_admin():
+            truncated = data.get("truncated", {})
+            for name in ADMIN_ONLY_JOB_FIELDS:
+                data.pop(name, None)
+                truncated.pop(name, None)  # A listing must not tell it exists either.
+            if "truncated" in data and not truncated:
+                del data["truncated"]
+        return data
+
+
+class JobListItemSchema(JobSchema):
+    """A job in a listing: values too long to list are left out (``truncated``)."""
+
+    truncated = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={
+            "description": (
+                f"Fields left out for being longer than {LISTED_VALUE_MAX_CHARS} characters"
+                " (args, kwargs, result: of their JSON), with their length;"
+                " GET /v1/jobs/{id} has them."
+            )
+        },
+    )
 
 
 class JobIdsSchema(ma.Schema):
@@ -74,13 +124,13 @@ class JobListQuerySchema(ma.Schema):
     state = fields.String(validate=validate.OneOf(STATES))
     actor = fields.String(validate=validate.Length(1, 255))
     queue = fields.String(validate=validate.Length(1, 255))
-    created_after = fields.AwareDateTime()
+    created_after = moment()
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
     cursor = fields.String(validate=validate.Length(1, 500))
 
 
 class JobPageSchema(ma.Schema):
-    items = fields.List(fields.Nested(JobSchema))
+    items = fields.List(fields.Nested(JobListItemSchema))
     next_cursor = fields.String(allow_none=True)
 
 
@@ -118,9 +168,9 @@ class HealthSchema(ma.Schema):
 class WorkerHealthSchema(ma.Schema):
     status = fields.String()
     available = fields.Boolean()
-    workers = fields.Integer()
-    active = fields.Integer()
-    processed = fields.Integer()
+    workers = fields.Integer(metadata={"description": "Admins only."})
+    active = fields.Integer(metadata={"description": "Admins only."})
+    processed = fields.Integer(metadata={"description": "Admins only."})
 
 
 class WorkerSchema(ma.Schema):
@@ -149,8 +199,8 @@ class DeadLetterQuerySchema(ma.Schema):
     actor = fields.String(validate=validate.Length(1, 255))
     queue = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,200}$"))
     error_type = fields.String(validate=validate.Length(1, 255))
-    failed_after = fields.AwareDateTime()
-    failed_before = fields.AwareDateTime()
+    failed_after = moment()
+    failed_before = moment()
     limit = fields.Integer(load_default=1000, validate=validate.Range(1, 10_000))
 
 

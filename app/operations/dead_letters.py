@@ -109,7 +109,11 @@ def process(
     try:
         channel = connection.channel()
         for queue in queues:
+            if len(found) >= limit:
+                break
             broker.declare_queue(queue, ensure=True)
+            # Fetching stops at the limit: the letters not fetched stay where they are,
+            # like those fetched and not acked.
             for tag, message, body in _walk(channel, queue):
                 if message is None:
                     logger.warning(
@@ -117,11 +121,13 @@ def process(
                     )
                     continue
                 letter = _describe(message, queue)
-                if len(found) >= limit or not _matches(letter, wanted):
+                if not _matches(letter, wanted):
                     continue
                 found.append(letter)
                 if redrive:
                     _redrive(broker, channel, tag, message, letter)
+                if len(found) >= limit:
+                    break
         # Closing the channel puts every message not acked back into its queue.
         channel.close()
     finally:

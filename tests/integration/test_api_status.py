@@ -81,7 +81,7 @@ def test_worker_health_and_task_status_follow_a_real_worker(
     wait_for_state(job_id)
 
     def reported() -> Any:
-        health = client.get("/v1/worker/health", headers=tokens.acme).get_json()
+        health = client.get("/v1/worker/health", headers=tokens.admin).get_json()
         return health if health["processed"] == 1 else None
 
     health = wait_until(reported, 5, "the heartbeat after the job")
@@ -100,7 +100,7 @@ def test_worker_health_and_task_status_follow_a_real_worker(
 def test_worker_health_without_workers_reports_unavailable(
     client: FlaskClient, tokens: Tokens, rabbit: RabbitmqBroker
 ) -> None:
-    health = client.get("/v1/worker/health", headers=tokens.acme).get_json()
+    health = client.get("/v1/worker/health", headers=tokens.admin).get_json()
     assert (health["status"], health["available"], health["workers"]) == ("unavailable", False, 0)
 
 

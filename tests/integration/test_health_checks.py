@@ -46,7 +46,7 @@ def test_health_checks_are_recorded_and_listed(
     down = wait_for_state(submit("maintenance.health_check").id)
     assert down.result == {"ok": False, "api": False, "database": True, "broker": True}
 
-    history = client.get("/v1/health/history", headers=tokens.reader).get_json()
+    history = client.get("/v1/health/history", headers=tokens.admin).get_json()
     assert [check["ok"] for check in history] == [False, True]  # newest first
     assert (
         "ConnectionRefusedError" in history[0]["api_detail"]
