@@ -65,7 +65,12 @@ class JobEvents(MethodView):
         except slots.TooManyStreams as error:
             abort(429, message=str(error), headers={"Retry-After": "10"})
         handoff = stream_header(
-            job_id, principal.token_id, slot, int(last), settings.sse_max_seconds
+            job_id,
+            principal.token_id,
+            slot,
+            int(last),
+            settings.sse_max_seconds,
+            admin=principal.is_admin,
         )
         return Response(
             b"",

@@ -10,15 +10,12 @@ from marshmallow import ValidationError, fields, post_dump, validate, validates_
 
 from api.limits import LISTED_VALUE_MAX_CHARS, MOMENT_RANGE, check_moment
 from app.defaults import MAX_PRIORITY
+from app.models import ADMIN_ONLY_JOB_FIELDS
 from app.states import JobState
 
 STATES = [state.value for state in JobState]
 #: A delay longer than this is almost certainly a unit mistake (seconds for ms, …).
 MAX_DELAY_MS = 366 * 24 * 3600 * 1000
-
-#: Job fields about the platform rather than the tenant's work, shown to admins only: the
-#: traceback (server paths, library versions) and the worker's ``hostname:pid``.
-ADMIN_ONLY_JOB_FIELDS = ("error_traceback", "worker_id")
 
 
 def moment() -> fields.AwareDateTime:

@@ -64,6 +64,12 @@ ACTIVE_STATES_SQL = (
 #: Tenant of jobs submitted without one (from Python code, the CLI, plain sends, cron).
 DEFAULT_TENANT = "default"
 
+#: Job fields about the platform rather than the tenant's work, shown to admins only: the
+#: traceback (server paths, library versions) and the worker's ``hostname:pid``.
+ADMIN_ONLY_JOB_FIELDS = ("error_traceback", "worker_id")
+#: Job fields of jobstack's own bookkeeping, never sent to a tenant.
+INTERNAL_JOB_FIELDS = ("request_fingerprint", "unique_key", "last_event_seq")
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -153,6 +159,13 @@ class Job(Base):
         for column in self.__table__.columns:
             value = getattr(self, column.key)
             data[column.key] = value.isoformat() if isinstance(value, datetime) else value
+        return data
+
+    def to_tenant_dict(self) -> dict[str, Any]:
+        """The job as its tenant may see it (webhooks): without platform details."""
+        data = self.to_dict()
+        for name in (*ADMIN_ONLY_JOB_FIELDS, *INTERNAL_JOB_FIELDS):
+            data.pop(name, None)
         return data
 
 

@@ -293,7 +293,7 @@ def deliver(job_id: str) -> dict[str, Any]:
         if job is None or not job.callback_url:
             raise PermanentError(f"job {job_id} has no callback URL")
         secret = secret_for(session, job.tenant)
-        url, payload = job.callback_url, job.to_dict()
+        url, payload = job.callback_url, job.to_tenant_dict()
     destination = check_url(url, resolve=True)
     body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
     headers = {

@@ -16,21 +16,36 @@ from typing import Any
 
 from api.serving.hub import Event, StreamHub, Subscription
 from api.serving.types import ASGIApp, Message, Receive, Scope, Send
+from app.models import ADMIN_ONLY_JOB_FIELDS
 
 STREAM_HEADER = "X-Jobstack-Stream"
 KEEPALIVE_SECONDS = 15.0
 RETRY = b"retry: 3000\n\n"
 
 
-def stream_header(job_id: str, token_id: str, slot: str, after: int, max_seconds: float) -> str:
+def stream_header(
+    job_id: str, token_id: str, slot: str, after: int, max_seconds: float, *, admin: bool
+) -> str:
     """The header value a view answers with to hand its stream over."""
     return json.dumps(
-        {"job": job_id, "token": token_id, "slot": slot, "after": after, "max": max_seconds}
+        {
+            "job": job_id,
+            "token": token_id,
+            "slot": slot,
+            "after": after,
+            "max": max_seconds,
+            "admin": admin,
+        }
     )
 
 
-def frame(event: Event) -> bytes:
-    return f"id: {event.seq}\nevent: {event.kind}\ndata: {json.dumps(event.body)}\n\n".encode()
+def frame(event: Event, *, admin: bool) -> bytes:
+    body = event.body
+    if not admin and body.get("data"):
+        # A start's event names the worker (hostname:pid): a platform detail.
+        data = {k: v for k, v in body["data"].items() if k not in ADMIN_ONLY_JOB_FIELDS}
+        body = {**body, "data": data}
+    return f"id: {event.seq}\nevent: {event.kind}\ndata: {json.dumps(body)}\n\n".encode()
 
 
 class StreamHandoff:
@@ -73,7 +88,8 @@ class StreamHandoff:
         try:
             # Sends the headers now, and tells EventSource clients when to reconnect.
             await send({"type": "http.response.body", "body": RETRY, "more_body": True})
-            await asyncio.wait_for(self._write(subscription, gone, send), handoff["max"])
+            writing = self._write(subscription, gone, send, admin=bool(handoff.get("admin")))
+            await asyncio.wait_for(writing, handoff["max"])
         except TimeoutError:
             pass  # Time is up: the client reconnects with Last-Event-ID.
         except OSError:
@@ -85,7 +101,9 @@ class StreamHandoff:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod
-    async def _write(subscription: Subscription, gone: asyncio.Future[None], send: Send) -> None:
+    async def _write(
+        subscription: Subscription, gone: asyncio.Future[None], send: Send, *, admin: bool
+    ) -> None:
         while True:
             inbox = asyncio.ensure_future(subscription.inbox.get())
             waiting: set[asyncio.Future[Any]] = {inbox, gone}
@@ -104,7 +122,7 @@ class StreamHandoff:
             item = inbox.result()
             if isinstance(item, str):
                 return  # Ended: the job finished, was deleted, or the token was revoked.
-            body = b"".join(frame(event) for event in item)
+            body = b"".join(frame(event, admin=admin) for event in item)
             await send({"type": "http.response.body", "body": body, "more_body": True})
 
 

@@ -55,6 +55,11 @@ def test_the_event_stream_follows_a_job_to_succeeded_and_ends(
     progress = [f["data"]["data"]["percent"] for f in frames if f["event"] == "progress"]
     assert progress and progress[0] == 0
     assert frames[-1]["data"]["to_state"] == "succeeded"
+    started = next(f for f in frames if f["data"]["to_state"] == "running")
+    assert "worker_id" not in started["data"]["data"]  # A platform detail: admins only.
+    as_admin = _parse(_stream(served_port, job_id, tokens.admin)[2])
+    started = next(f for f in as_admin if f["data"]["to_state"] == "running")
+    assert ":" in started["data"]["data"]["worker_id"]  # hostname:pid
 
     resume = {**tokens.acme, "Last-Event-ID": str(frames[-2]["id"])}
     resumed = _stream(served_port, job_id, resume)[2]

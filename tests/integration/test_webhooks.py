@@ -97,6 +97,8 @@ def test_a_finished_job_posts_its_signed_json_to_its_callback(
     assert headers["X-Jobstack-Event"] == "job.succeeded"
     sent = json.loads(payload)
     assert (sent["id"], sent["state"], sent["result"]) == (job_id, "succeeded", 5)
+    # The tenant's endpoint gets the tenant's view: no worker host, no bookkeeping.
+    assert not {"worker_id", "error_traceback", "request_fingerprint", "unique_key"} & set(sent)
     [delivery] = _deliveries(job_id)
     assert wait_for_state(delivery.id).tenant == "acme"
 
