@@ -22,11 +22,16 @@ def _storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _upload(
-    client: FlaskClient, tokens: Tokens, text: str, name: str = "yob2023.txt", country: str = "US"
+    client: FlaskClient,
+    tokens: Tokens,
+    text: str | bytes,
+    name: str = "yob2023.txt",
+    country: str = "US",
 ) -> Any:
+    data = text.encode() if isinstance(text, str) else text
     return client.post(
         "/v1/datasets/upload",
-        data={"file": (io.BytesIO(text.encode()), name), "country": country},
+        data={"file": (io.BytesIO(data), name), "country": country},
         headers=tokens.acme,
         content_type="multipart/form-data",
     )
@@ -86,6 +91,32 @@ def test_a_malformed_line_fails_the_dataset_at_once_with_its_number(
     assert dataset["status"] == "failed"
     assert "line 2: count must be a positive integer" in dataset["error"]
     job = wait_for_state(dataset["job_id"])  # its outcome is recorded just after the dataset's
+    assert (job.state, job.attempts, job.error_type) == ("failed", 1, "DatasetError")
+    assert client.get("/v1/names", headers=tokens.acme).get_json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("second_line", "message"),
+    [
+        # Each was retried: int() refused what str.isdigit() accepted, the database
+        # refused a count over 32 bits (SQLite: OverflowError, PostgreSQL: DataError).
+        ("Emma,F,²".encode(), "line 2: count must be a positive integer"),
+        (b"Emma,F,100000000000000000000", "line 2: count must be a positive integer"),
+        (b"Emma,F,2147483648", "line 2: count must be a positive integer"),
+        # Loaded as 12: int() reads Arabic-Indic digits.
+        ("Emma,F,١٢".encode(), "line 2: count must be a positive integer"),
+        (b"Zo\xeb,F,12", "line 2: not UTF-8 text"),
+    ],
+    ids=["superscript", "10^20", "2^31", "Arabic-Indic digits", "not UTF-8"],
+)
+def test_a_hostile_line_fails_the_dataset_at_once_with_its_number(
+    client: FlaskClient, tokens: Tokens, worker: dramatiq.Worker, second_line: bytes, message: str
+) -> None:
+    text = b"Olivia,F,15270\n" + second_line + b"\n"
+    dataset = _finished(client, tokens, _upload(client, tokens, text).get_json()["id"])
+
+    assert dataset["status"] == "failed" and message in dataset["error"]
+    job = wait_for_state(dataset["job_id"])
     assert (job.state, job.attempts, job.error_type) == ("failed", 1, "DatasetError")
     assert client.get("/v1/names", headers=tokens.acme).get_json()["items"] == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from pathlib import Path
@@ -126,6 +127,72 @@ def test_a_hostile_archive_fails_its_run_naming_the_member(
     job = wait_for_state(run["job_id"])
     assert (job.state, job.error_type, job.attempts) == ("failed", "UnsafeArchive", 1)
     assert not (tmp_path.parent / "escaped.conf").exists()
+
+
+def _tar_blocks(name: str, data: bytes) -> bytes:
+    """One member, GNU format, written as it comes: the name is not re-encoded."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    padding = -len(data) % tarfile.BLOCKSIZE
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape") + data + b"\0" * padding
+
+
+def _gnu_long_name_tgz() -> bytes:
+    """The attacker's 65 KB: a GNU long name that tarfile would inflate to 64 MiB."""
+    size = 64 << 20
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, size
+    name = b"app/default/x.conf"
+    body = header.tobuf(tarfile.GNU_FORMAT) + name + bytes(size - len(name) + -size % 512)
+    return gzip.compress(body + _tar_blocks("app/default/x.conf", b"[s]\na = 1\n") + bytes(1024))
+
+
+def _chained_long_names_tar() -> bytes:
+    """400 long names in a row: tarfile recursed into each (RecursionError, retried)."""
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, 512
+    link = header.tobuf(tarfile.GNU_FORMAT) + b"a" * 511 + b"\0"
+    return link * 400 + _tar_blocks("app/x.conf", b"x = 1\n") + bytes(1024)
+
+
+HOSTILE = {
+    "GNU long name of 64 MiB": (
+        _gnu_long_name_tgz,
+        "UnsafeArchive",
+        "the first tar header: tar headers over 65536 bytes",
+    ),
+    "chained long names": (
+        _chained_long_names_tar,
+        "UnsafeArchive",
+        "the first tar header: tar headers over 65536 bytes",
+    ),
+    "member name not UTF-8": (
+        lambda: _tar_blocks("app/default/caf\udce9.conf", b"[s]\na = 1\n") + bytes(1024),
+        "UnsafeArchive",
+        r"member b'app/default/caf\xe9.conf': its name is not UTF-8",
+    ),
+    # PostgreSQL refuses a NUL in text (DataError): the run was retried.
+    "NUL in a .conf": (
+        lambda: _tar_blocks("app/default/a.conf", b"[s]\n[t\x00]\na = 1\n") + bytes(1024),
+        "ConfError",
+        "app/default/a.conf: line 2: a NUL character",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_archive_fails_at_once_instead_of_being_retried(
+    client: FlaskClient, tokens: Tokens, worker: dramatiq.Worker, case: str
+) -> None:
+    build, error_type, message = HOSTILE[case]
+    run = _run_when_finished(client, tokens, _upload(client, tokens, build()).get_json()["id"])
+
+    assert (run["status"], run["error"]) == ("failed", message)
+    job = wait_for_state(run["job_id"])
+    assert (job.state, job.error_type, job.attempts) == ("failed", error_type, 1)
+    assert (
+        client.get(f"/v1/runs/{run['id']}/stanzas", headers=tokens.acme).get_json()["items"] == []
+    )
 
 
 def test_an_upload_succeeds_with_the_broker_down_and_is_parsed_later(

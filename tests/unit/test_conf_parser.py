@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import pytest
 
-from app.workloads.ingest.conf_parser import parse_conf
+from app.workloads.ingest.conf_parser import MAX_LINE, ConfError, parse_conf, read_lines, stanzas
 from tests.support.splunk import SAMPLE_ADD_ON, conf_files
 
 
@@ -101,3 +102,52 @@ def test_the_sample_add_on_is_read_as_splunk_reads_it() -> None:
     assert cam.startswith("{\n") and '"jobstack tests"' in cam and cam.endswith("}")
     macros = _sample("default/macros.conf")  # CRLF line endings
     assert macros["jobstack_errors(1)"]["definition"] == "`jobstack_index` status>=$status$"
+
+
+# Limits: an uploaded file is hostile until parsed.
+
+
+def test_a_line_over_the_limit_is_refused_before_it_is_read_whole() -> None:
+    class Stream:
+        def __init__(self, text: str) -> None:
+            self.text, self.longest = io.StringIO(text), 0
+
+        def readline(self, size: int, /) -> str:
+            line = self.text.readline(size)
+            self.longest = max(self.longest, len(line))
+            return line
+
+    stream = Stream("[s]\na = 1\n" + "b = " + "x" * (4 * MAX_LINE))
+    with pytest.raises(ConfError, match=f"line 3: longer than {MAX_LINE} characters"):
+        list(stanzas(read_lines(stream)))
+    assert stream.longest == MAX_LINE + 1
+
+
+def test_a_stanza_over_the_limit_is_refused_with_its_line() -> None:
+    many = "[big]\n" + "".join(f"key{n} = {'v' * 1000}\n" for n in range(2000))
+    with pytest.raises(ConfError, match=r"line 10\d\d: stanza 'big' over 1048576 characters"):
+        parse_conf(many.splitlines())
+
+
+def test_a_continued_value_over_the_limit_is_refused_as_it_grows() -> None:
+    endless = ["[s]\n", "search = a \\\n"] + ["more text \\\n"] * 200_000
+    with pytest.raises(ConfError, match="stanza 's' over 1048576 characters"):
+        parse_conf(endless)
+
+
+def test_a_key_set_again_does_not_count_twice() -> None:
+    again = ["[s]\n"] + [f"a = {'v' * 1000}\n"] * 5000
+    assert parse_conf(again)[0].settings == {"a": "v" * 1000}
+
+
+def test_a_nul_character_is_refused_with_its_line() -> None:
+    with pytest.raises(ConfError, match="line 2: a NUL character"):
+        parse_conf(["[s]\n", "a = b\x00c\n"])
+
+
+def test_stanzas_are_yielded_as_they_end_and_again_when_repeated() -> None:
+    seen = [
+        (s.name, s.line, s.settings)
+        for s in stanzas("a = 1\n[s]\nb = 2\n[s]\nb = 3\n".splitlines())
+    ]
+    assert seen == [("default", 1, {"a": "1"}), ("s", 2, {"b": "2"}), ("s", 4, {"b": "3"})]

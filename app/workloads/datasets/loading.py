@@ -19,7 +19,7 @@ from app.errors import DatasetNotFound, PermanentError
 from app.jobs import submit
 from app.models import Dataset, NameRecord
 from app.timeutil import utcnow
-from app.workloads.datasets.parsers import Record, parser_for
+from app.workloads.datasets.parsers import Record, parser_for, read_lines
 from app.workloads.uploads import path_of, store_and_queue
 
 BATCH = 5000
@@ -91,8 +91,9 @@ def _batches(records: Iterator[Record]) -> Iterator[list[Record]]:
 def load_dataset(dataset_id: str) -> dict[str, Any]:
     """Parse the dataset's file and replace its records in one transaction.
 
-    A malformed file fails at once (DatasetError, a PermanentError, with the line);
-    database and storage errors are retried by Dramatiq.
+    A malformed file fails at once (DatasetError, a PermanentError, with the line): the
+    parser refuses whatever the database would (a count out of its column's range), so
+    that what is left to retry is the database and storage being away.
     """
     with db.session_scope() as session:
         dataset = session.get(Dataset, dataset_id)
@@ -107,19 +108,18 @@ def load_dataset(dataset_id: str) -> dict[str, Any]:
         year = year_of(dataset.file_name)
         # First pass: validate every line, with no transaction open (a bad file changes
         # nothing, and progress can be written).
-        with path.open(encoding="utf-8", errors="strict") as lines:
-            for count, _record in enumerate(parse(lines), start=1):
+        with path.open("rb") as file:
+            for count, _record in enumerate(parse(read_lines(file)), start=1):
                 if job is not None and count % BATCH == 0:
-                    position = path_stream_position(lines)
                     job.progress(
-                        min(49, 50 * position // max(dataset.size_bytes, 1)),
+                        min(49, 50 * file.tell() // max(dataset.size_bytes, 1)),
                         f"checked {count} rows",
                     )
         total = 0
-        with db.session_scope() as session, path.open(encoding="utf-8") as lines:
+        with db.session_scope() as session, path.open("rb") as file:
             session.execute(delete(NameRecord).where(NameRecord.dataset_id == dataset_id))
             postgres = session.get_bind().dialect.name == "postgresql"
-            for batch in _batches(parse(lines)):
+            for batch in _batches(parse(read_lines(file))):
                 rows = [(dataset_id, r.name, r.sex, r.count, year, dataset.country) for r in batch]
                 if postgres:
                     _copy(session, rows)
@@ -130,9 +130,9 @@ def load_dataset(dataset_id: str) -> dict[str, Any]:
                 total += len(rows)
                 # SQLite has one writer: this transaction. Progress would wait for it.
                 if job is not None and postgres:
-                    position = path_stream_position(lines)
                     job.progress(
-                        50 + min(49, 50 * position // max(dataset.size_bytes, 1)), f"{total} rows"
+                        50 + min(49, 50 * file.tell() // max(dataset.size_bytes, 1)),
+                        f"{total} rows",
                     )
             seconds = time.monotonic() - started
             session.execute(
@@ -147,9 +147,6 @@ def load_dataset(dataset_id: str) -> dict[str, Any]:
                     updated_at=utcnow(),
                 )
             )
-    except UnicodeDecodeError as error:
-        _update(dataset_id, status="failed", error=f"the file is not UTF-8 text: {error}")
-        raise PermanentError(f"the file is not UTF-8 text: {error}") from None
     except PermanentError as error:
         _update(dataset_id, status="failed", error=str(error))
         raise
@@ -157,11 +154,3 @@ def load_dataset(dataset_id: str) -> dict[str, Any]:
         _update(dataset_id, status="pending", error=f"{type(error).__name__}: {error} (will retry)")
         raise
     return {"rows": total, "seconds": round(time.monotonic() - started, 3)}
-
-
-def path_stream_position(stream: Any) -> int:
-    """How far into the file a text stream has read (for progress)."""
-    try:
-        return int(stream.buffer.tell())
-    except (AttributeError, OSError):
-        return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import IO
 
 from app.errors import PermanentError
 
@@ -23,8 +24,36 @@ class Record:
 Parser = Callable[[Iterable[str]], Iterator[Record]]
 YearOf = Callable[[str], int]
 
-SSA_FILE = re.compile(r"^yob(\d{4})\.txt$")
+#: Longest line of a dataset file, in bytes, line break included.
+MAX_LINE = 1024
+#: A count is stored in a 32-bit integer column.
+MAX_COUNT = 2**31 - 1
+
+# ASCII digits only: int() also reads Arabic-Indic and other Unicode digits ("١٢" is 12),
+# and str.isdigit() accepts superscripts ("²") that int() then refuses.
+SSA_FILE = re.compile(r"^yob([0-9]{4})\.txt$")
 SSA_NAME = re.compile(r"^[A-Za-z][A-Za-z'-]{0,99}$")
+COUNT = re.compile(r"[0-9]{1,10}")
+
+
+def read_lines(file: IO[bytes]) -> Iterator[str]:
+    """The lines of a dataset file, decoded; one not UTF-8 or over MAX_LINE is refused.
+
+    Read as bytes and decoded line by line, so that the error names the line, and a
+    line is never held longer than MAX_LINE.
+    """
+    number = 0
+    while raw := file.readline(MAX_LINE + 1):
+        number += 1
+        if len(raw) > MAX_LINE:
+            raise DatasetError(f"line {number}: longer than {MAX_LINE} bytes")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DatasetError(
+                f"line {number}: not UTF-8 text (byte {error.start + 1}: {error.reason})"
+            ) from None
+        yield line
 
 
 def ssa_year(file_name: str) -> int:
@@ -49,9 +78,10 @@ def parse_ssa(lines: Iterable[str]) -> Iterator[Record]:
             raise DatasetError(f"line {number}: {name[:80]!r} is not a name")
         if sex not in ("F", "M"):
             raise DatasetError(f"line {number}: sex must be F or M, not {sex[:10]!r}")
-        if not count.isdigit() or int(count) <= 0:
+        if not COUNT.fullmatch(count) or not 0 < int(count) <= MAX_COUNT:
             raise DatasetError(
-                f"line {number}: count must be a positive integer, not {count[:20]!r}"
+                f"line {number}: count must be a positive integer of at most {MAX_COUNT},"
+                f" not {count[:20]!r}"
             )
         yield Record(name, sex, int(count))
 

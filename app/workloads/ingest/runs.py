@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from contextlib import closing
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -16,7 +18,8 @@ from app.errors import PermanentError, RunNotFound
 from app.models import ConfStanza, IngestionRun
 from app.timeutil import utcnow
 from app.workloads.ingest.archive import Limits, extracted
-from app.workloads.ingest.conf_parser import parse_conf
+from app.workloads.ingest.conf_parser import ConfError, read_lines, stanzas
+from app.workloads.ingest.merging import MergedStanzas
 from app.workloads.uploads import path_of, store_and_queue
 
 logger = logging.getLogger(__name__)
@@ -60,16 +63,27 @@ def _update(run_id: str, **values: Any) -> None:
         )
 
 
-def _app_of(relative: PurePosixPath) -> str:
-    """The Splunk app a .conf belongs to: the folder above default/ or local/."""
+@lru_cache(maxsize=64)
+def _app_and_conf(path: str) -> tuple[str, str]:
+    """The Splunk app a .conf belongs to (the folder above default/ or local/), and its conf.
+
+    Cached: the stanzas of a file are stored one after another.
+    """
+    relative = PurePosixPath(path)
     parts = relative.parts
     if len(parts) >= 3 and parts[-2] in ("default", "local"):
-        return parts[-3]
-    return parts[0] if len(parts) > 1 else ""
+        return parts[-3], relative.stem
+    return (parts[0] if len(parts) > 1 else ""), relative.stem
 
 
 def parse_run(run_id: str) -> dict[str, int]:
-    """Extract and parse a run's archive; its stanzas replace any from an earlier try."""
+    """Extract and parse a run's archive; its stanzas replace any from an earlier try.
+
+    Stanzas are merged on disk as they are parsed (``merging``) and stored in batches,
+    so memory stays bounded whatever the archive holds. They are stored in the one
+    transaction that marks the run complete: a run that fails, or waits for its next
+    attempt, keeps no partial stanzas.
+    """
     settings = load_settings()
     with db.session_scope() as session:
         run = session.get(IngestionRun, run_id)
@@ -83,41 +97,23 @@ def parse_run(run_id: str) -> dict[str, int]:
     )
     job = current_job_or_none()
     try:
-        with extracted(path_of(Path(settings.storage_dir), run.sha256), limits) as root:
+        with (
+            extracted(path_of(Path(settings.storage_dir), run.sha256), limits) as root,
+            closing(MergedStanzas()) as merged,
+        ):
             confs = sorted(p for p in root.rglob("*.conf") if p.is_file())
             _update(run_id, files_total=len(confs))
-            rows: list[dict[str, Any]] = []
             for number, path in enumerate(confs, start=1):
-                relative = PurePosixPath(path.relative_to(root).as_posix())
-                with path.open(encoding="utf-8", errors="replace") as lines:
-                    for stanza in parse_conf(lines):
-                        rows.append(
-                            {
-                                "run_id": run_id,
-                                "app": _app_of(relative),
-                                "path": str(relative),
-                                "conf": path.stem,
-                                "stanza": stanza.name,
-                                "settings": stanza.settings,
-                                "line": stanza.line,
-                            }
-                        )
+                relative = path.relative_to(root).as_posix()
+                # Splunk reads UTF-8; a stray byte of another encoding is not worth a failure.
+                with path.open(encoding="utf-8", errors="replace") as stream:
+                    try:
+                        merged.add(relative, stanzas(read_lines(stream)))
+                    except ConfError as error:
+                        raise ConfError(f"{relative}: {error}") from None
                 if job is not None:
                     job.progress(100 * number // len(confs), f"{number} of {len(confs)} files")
-        with db.session_scope() as session:
-            session.execute(delete(ConfStanza).where(ConfStanza.run_id == run_id))
-            if rows:
-                session.execute(insert(ConfStanza), rows)
-            session.execute(
-                update(IngestionRun)
-                .where(IngestionRun.id == run_id)
-                .values(
-                    status="complete",
-                    files_parsed=len(confs),
-                    stanza_count=len(rows),
-                    updated_at=utcnow(),
-                )
-            )
+            stored = _store(run_id, merged, files=len(confs))
     except PermanentError as error:
         _update(run_id, status="failed", error=str(error))
         raise
@@ -125,4 +121,34 @@ def parse_run(run_id: str) -> dict[str, int]:
         # Retried by Dramatiq; the run waits for the next attempt.
         _update(run_id, status="stored", error=f"{type(error).__name__}: {error} (will retry)")
         raise
-    return {"files": len(confs), "stanzas": len(rows)}
+    return {"files": len(confs), "stanzas": stored}
+
+
+def _store(run_id: str, merged: MergedStanzas, *, files: int) -> int:
+    """Replace the run's stanzas with ``merged`` and mark it complete, in one transaction."""
+    stored = 0
+    with db.session_scope() as session:
+        session.execute(delete(ConfStanza).where(ConfStanza.run_id == run_id))
+        for batch in merged.batches():
+            session.execute(
+                insert(ConfStanza),
+                [
+                    {
+                        "run_id": run_id,
+                        "app": _app_and_conf(stanza.path)[0],
+                        "path": stanza.path,
+                        "conf": _app_and_conf(stanza.path)[1],
+                        "stanza": stanza.name,
+                        "settings": stanza.settings,
+                        "line": stanza.line,
+                    }
+                    for stanza in batch
+                ],
+            )
+            stored += len(batch)
+        session.execute(
+            update(IngestionRun)
+            .where(IngestionRun.id == run_id)
+            .values(status="complete", files_parsed=files, stanza_count=stored, updated_at=utcnow())
+        )
+    return stored
