@@ -20,6 +20,7 @@ from api.auth import authorize, tenant_filter
 from api.correlation import correlation_id
 from api.limits import LISTED_VALUE_MAX_CHARS
 from api.pagination import decode_cursor, encode_cursor
+from api.quotas import check_tenant_quota
 from api.schemas import (
     JobBatchSchema,
     JobCreateSchema,
@@ -138,6 +139,8 @@ class Jobs(MethodView):
             abort(422, errors={"json": {"kwargs": errors}})
         fingerprint = _fingerprint(request.get_json()) if key else None
         replayed = key is not None and find_by_idempotency_key(principal.tenant, key) is not None
+        if not replayed:
+            check_tenant_quota(principal.tenant, 1)
         # submit() returns the job already stored under the key, also when a concurrent
         # request stored it first; the fingerprint says whether it is this request's.
         job = _submit(principal, data, idempotency_key=key, request_fingerprint=fingerprint)
@@ -223,6 +226,7 @@ class JobBatch(MethodView):
         }
         if errors:
             abort(422, errors={"json": {"jobs": errors}})
+        check_tenant_quota(principal.tenant, len(data["jobs"]))
         session = db.new_session()
         try:
             ids = [_submit(principal, item, session=session).id for item in data["jobs"]]

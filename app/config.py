@@ -127,6 +127,13 @@ class Settings:
     api_body_timeout: float = 60.0
     """Seconds a client has to send a request's body once its headers are in (408 after)."""
 
+    tenant_max_active: int = 0
+    """Unfinished jobs (scheduled, queued, running, retrying) one tenant may have; a
+    submission over it gets 429. 0: no limit."""
+
+    tenant_submits_per_minute: int = 0
+    """Jobs one tenant may submit per minute; a submission over it gets 429. 0: no limit."""
+
     token_cache_seconds: float = 5.0
     """How long an API process trusts a token it has verified (0: check every request)."""
 

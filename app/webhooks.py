@@ -128,10 +128,12 @@ def _refused_part(address: IPAddress, networks: list[IPNetwork]) -> IPAddress | 
         stand_in = _stand_in_for(address)
         if stand_in is not None:
             return _refused_part(stand_in, networks)
-        # A 6to4 address (2002:a.b.c.d::/48) reaches a.b.c.d's network through a relay.
+        # A 6to4 address (2002:a.b.c.d::/48) reaches a.b.c.d's network through a relay:
+        # it is judged by a.b.c.d, as Python 3.11 and 3.12 do (3.13 calls all of 2002::/16
+        # not global; one rule on every version).
         wrapped = address.sixtofour
-        if wrapped is not None and _refused_part(wrapped, networks) is not None:
-            return wrapped
+        if wrapped is not None:
+            return wrapped if _refused_part(wrapped, networks) is not None else None
     return address if _forbidden(address) else None
 
 

@@ -151,6 +151,10 @@ def load_dataset(dataset_id: str) -> dict[str, Any]:
         _update(dataset_id, status="failed", error=str(error))
         raise
     except Exception as error:
-        _update(dataset_id, status="pending", error=f"{type(error).__name__}: {error} (will retry)")
+        _update(
+            dataset_id,
+            status="pending",
+            error=f"{type(error).__name__} (will retry; the worker's log has the details)",
+        )
         raise
     return {"rows": total, "seconds": round(time.monotonic() - started, 3)}

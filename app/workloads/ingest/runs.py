@@ -118,8 +118,13 @@ def parse_run(run_id: str) -> dict[str, int]:
         _update(run_id, status="failed", error=str(error))
         raise
     except Exception as error:
-        # Retried by Dramatiq; the run waits for the next attempt.
-        _update(run_id, status="stored", error=f"{type(error).__name__}: {error} (will retry)")
+        # Retried by Dramatiq; the run waits for the next attempt. Only the error's type
+        # is shown: its text can name servers (a database host, a path on the worker).
+        _update(
+            run_id,
+            status="stored",
+            error=f"{type(error).__name__} (will retry; the worker's log has the details)",
+        )
         raise
     return {"files": len(confs), "stanzas": stored}
 

@@ -1,0 +1,61 @@
+"""Per-tenant limits on submissions, so that one tenant cannot take every worker thread:
+jobs not yet finished (JOBSTACK_TENANT_MAX_ACTIVE) and jobs submitted per minute
+(JOBSTACK_TENANT_SUBMITS_PER_MINUTE). Both are off (0) by default.
+
+Counted in the database, so they hold across API processes. Each count stops at the
+limit (a bounded scan of the tenant's rows), and two submissions at the same instant may
+both pass: a tenant can exceed a limit by the number of API threads, never more.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask_smorest import abort
+from sqlalchemy import func, select
+
+from app import db
+from app.config import load_settings
+from app.models import Job
+from app.states import TERMINAL_STATES
+from app.timeutil import utcnow
+
+FINISHED = [state.value for state in TERMINAL_STATES]
+WINDOW = timedelta(minutes=1)
+
+
+def _count_up_to(statement: object, limit: int) -> int:
+    with db.session_scope() as session:
+        bounded = statement.limit(limit).subquery()  # type: ignore[attr-defined]
+        return int(session.scalar(select(func.count()).select_from(bounded)) or 0)
+
+
+def check_tenant_quota(tenant: str, adding: int) -> None:
+    """429 if ``adding`` more jobs would take ``tenant`` over one of its limits."""
+    settings = load_settings()
+    if settings.tenant_max_active > 0:
+        unfinished = select(Job.id).where(Job.tenant == tenant, Job.state.not_in(FINISHED))
+        active = _count_up_to(unfinished, settings.tenant_max_active)
+        if active + adding > settings.tenant_max_active:
+            abort(
+                429,
+                message=(
+                    f"tenant {tenant!r} has {active} unfinished jobs and may have at most "
+                    f"{settings.tenant_max_active} (JOBSTACK_TENANT_MAX_ACTIVE); "
+                    f"{adding} more would go over: wait for some to finish"
+                ),
+                headers={"Retry-After": "5"},
+            )
+    if settings.tenant_submits_per_minute > 0:
+        recent = select(Job.id).where(Job.tenant == tenant, Job.created_at > utcnow() - WINDOW)
+        submitted = _count_up_to(recent, settings.tenant_submits_per_minute)
+        if submitted + adding > settings.tenant_submits_per_minute:
+            abort(
+                429,
+                message=(
+                    f"tenant {tenant!r} submitted {submitted} jobs in the last minute and may "
+                    f"submit {settings.tenant_submits_per_minute} "
+                    f"(JOBSTACK_TENANT_SUBMITS_PER_MINUTE); {adding} more would go over"
+                ),
+                headers={"Retry-After": "60"},
+            )
