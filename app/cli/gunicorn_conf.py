@@ -36,5 +36,9 @@ def _json_logging() -> dict[str, Any]:
     }
 
 
+# gunicorn 25.1+ opens a control socket at one path per user by default: a second API on
+# the host would take over the first's. jobstack does not use it.
+control_socket_disable = True
+
 if load_settings().log_format == "json":
     logconfig_dict = _json_logging()
