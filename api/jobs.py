@@ -20,7 +20,7 @@ from api.auth import authorize, tenant_filter
 from api.correlation import correlation_id
 from api.limits import LISTED_VALUE_MAX_CHARS
 from api.pagination import decode_cursor, encode_cursor
-from api.quotas import check_tenant_quota
+from api.quotas import check_priority, check_tenant_quota
 from api.schemas import (
     JobBatchSchema,
     JobCreateSchema,
@@ -82,6 +82,7 @@ def _fingerprint(body: Any) -> str:
 
 def _submit(principal: Principal, data: dict[str, Any], **extra: Any) -> Job:
     actor = public_actor(data["actor"])
+    check_priority(principal, data.get("priority"))
     if data.get("callback_url"):
         try:
             check_url(data["callback_url"], resolve=False)

@@ -1,6 +1,7 @@
 """Per-tenant limits on submissions, so that one tenant cannot take every worker thread:
-jobs not yet finished (JOBSTACK_TENANT_MAX_ACTIVE) and jobs submitted per minute
-(JOBSTACK_TENANT_SUBMITS_PER_MINUTE). Both are off (0) by default.
+jobs not yet finished (JOBSTACK_TENANT_MAX_ACTIVE), jobs submitted per minute
+(JOBSTACK_TENANT_SUBMITS_PER_MINUTE), both off (0) by default, and the highest priority a
+tenant may ask (JOBSTACK_TENANT_MAX_PRIORITY, 9 by default: every priority).
 
 Counted in the database, so they hold across API processes. Each count stops at the
 limit (a bounded scan of the tenant's rows), and two submissions at the same instant may
@@ -19,6 +20,7 @@ from app.config import load_settings
 from app.models import Job
 from app.states import TERMINAL_STATES
 from app.timeutil import utcnow
+from app.tokens import Principal
 
 FINISHED = [state.value for state in TERMINAL_STATES]
 WINDOW = timedelta(minutes=1)
@@ -59,3 +61,20 @@ def check_tenant_quota(tenant: str, adding: int) -> None:
                 ),
                 headers={"Retry-After": "60"},
             )
+
+
+def check_priority(principal: Principal, priority: int | None) -> None:
+    """422 for a priority above the tenants' cap; admins may use every priority."""
+    cap = load_settings().tenant_max_priority
+    if priority is not None and priority > cap and not principal.is_admin:
+        abort(
+            422,
+            errors={
+                "json": {
+                    "priority": [
+                        f"at most {cap} for tenants (JOBSTACK_TENANT_MAX_PRIORITY); "
+                        "higher priorities are kept for operators"
+                    ]
+                }
+            },
+        )

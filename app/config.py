@@ -134,6 +134,9 @@ class Settings:
     tenant_submits_per_minute: int = 0
     """Jobs one tenant may submit per minute; a submission over it gets 429. 0: no limit."""
 
+    tenant_max_priority: int = 9
+    """Highest priority a tenant's token may give a job (admins: any); above it, 422."""
+
     token_cache_seconds: float = 5.0
     """How long an API process trusts a token it has verified (0: check every request)."""
 

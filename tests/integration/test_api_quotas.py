@@ -55,3 +55,20 @@ def test_a_tenant_over_its_submission_rate_gets_429_with_retry_after(
     assert client.post("/v1/jobs", json=JOB, headers=keyed).status_code == 202
     assert client.post("/v1/jobs", json=JOB, headers=keyed).status_code == 202
     assert _jobs_of("acme") == 3
+
+
+def test_priorities_above_the_tenants_cap_are_kept_for_operators(
+    client: FlaskClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBSTACK_TENANT_MAX_PRIORITY", "5")
+    urgent = {**JOB, "priority": 9}
+    refused = client.post("/v1/jobs", json=urgent, headers=tokens.acme)
+    assert refused.status_code == 422
+    assert "at most 5 for tenants" in str(refused.get_json()["errors"]["json"]["priority"])
+    assert (
+        client.post("/v1/jobs", json={**JOB, "priority": 5}, headers=tokens.acme).status_code == 202
+    )
+    batch = client.post("/v1/jobs/batch", json={"jobs": [JOB, urgent]}, headers=tokens.acme)
+    assert batch.status_code == 422
+    assert _jobs_of("acme") == 1
+    assert client.post("/v1/jobs", json=urgent, headers=tokens.admin).status_code == 202
