@@ -9,16 +9,14 @@ from pathlib import Path
 
 import click
 
+from app.cli.respawn import respawned
+
 
 def _processes(bind: str, worker_processes: int, worker_threads: int) -> dict[str, list[str]]:
     python = sys.executable
     processes = {
         "api": [python, "-m", "app.cli", "api", "--bind", bind],
         "worker": [
-            python,
-            "-m",
-            "app.cli.single_signal",
-            "--",
             python,
             "-m",
             "dramatiq",
@@ -32,7 +30,7 @@ def _processes(bind: str, worker_processes: int, worker_threads: int) -> dict[st
     import actors  # noqa: F401  (to see which actors are periodic)
     from app.broker import broker
 
-    # periodiq exits when it has nothing to schedule, which would stop every process.
+    # periodiq exits when it has nothing to schedule; it would be started again forever.
     if any("periodic" in actor.options for actor in broker.actors.values()):
         processes["scheduler"] = [str(Path(python).with_name("periodiq")), "actors"]
     return processes
@@ -43,11 +41,14 @@ def _processes(bind: str, worker_processes: int, worker_threads: int) -> dict[st
 @click.option("--processes", "worker_processes", default=2, show_default=True)
 @click.option("--threads", "worker_threads", default=4, show_default=True)
 def up_command(bind: str, worker_processes: int, worker_threads: int) -> None:
-    """Run the API, workers and scheduler with prefixed logs until Ctrl-C."""
+    """Run the API, workers and scheduler with prefixed logs until Ctrl-C; start again any of
+    them that exits."""
     from honcho.manager import Manager
 
     manager = Manager()
     for name, command in _processes(bind, worker_processes, worker_threads).items():
-        manager.add_process(name, shlex.join(command), env=dict(os.environ))
+        # honcho stops everything when one process exits, and Dramatiq's main process exits
+        # when one of its worker processes dies: respawn keeps each of them running.
+        manager.add_process(name, shlex.join(respawned(command)), env=dict(os.environ))
     manager.loop()
     sys.exit(manager.returncode)
