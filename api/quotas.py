@@ -11,9 +11,10 @@ both pass: a tenant can exceed a limit by the number of API threads, never more.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from flask_smorest import abort
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from app import db
 from app.config import load_settings
@@ -26,9 +27,9 @@ FINISHED = [state.value for state in TERMINAL_STATES]
 WINDOW = timedelta(minutes=1)
 
 
-def _count_up_to(statement: object, limit: int) -> int:
+def _count_up_to(statement: Select[Any], limit: int) -> int:
     with db.session_scope() as session:
-        bounded = statement.limit(limit).subquery()  # type: ignore[attr-defined]
+        bounded = statement.limit(limit).subquery()
         return int(session.scalar(select(func.count()).select_from(bounded)) or 0)
 
 
