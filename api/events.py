@@ -53,6 +53,10 @@ class JobEvents(MethodView):
         last = request.headers.get("Last-Event-ID", "0").strip() or "0"
         if not EVENT_ID.match(last):
             abort(400, message="Last-Event-ID must be the id of an event this stream sent")
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        if request.method == "HEAD":
+            # Headers only: no stream, so no slot.
+            return Response(b"", mimetype="text/event-stream", headers=headers)
         settings = load_settings()
         try:
             slot = slots.take(
@@ -75,9 +79,5 @@ class JobEvents(MethodView):
         return Response(
             b"",
             mimetype="text/event-stream",
-            headers={
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-                STREAM_HEADER: handoff,
-            },
+            headers={**headers, STREAM_HEADER: handoff},
         )

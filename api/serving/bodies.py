@@ -1,10 +1,12 @@
 """Request bodies are read on the event loop, within limits, before a view thread sees them.
 
 A client that sends its body a byte at a time then costs a coroutine, not a view thread.
-Before a byte of the body is read, a request to ``/v1/`` without a valid token gets 401 and
-one whose Content-Length is over its limit gets 413; a body that takes longer than the body
-timeout gets 408. Bodies up to :data:`IN_MEMORY` bytes stay in memory, larger ones (uploads)
-are spooled to a temporary file.
+Whatever the method and path, before a byte of a body is read: a request without a valid
+token gets 401 (no endpoint takes a body from anonymous callers), one that frames its body
+both with Content-Length and Transfer-Encoding gets 400, one whose Content-Length is over
+its limit gets 413; a body that takes longer than the body timeout gets 408. The view then
+sees the body with its real Content-Length (a chunked body is de-chunked here). Bodies up to
+:data:`IN_MEMORY` bytes stay in memory, larger ones (uploads) are spooled to a file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from api.serving.types import ASGIApp, Message, Receive, Scope, Send
 
 IN_MEMORY = 1 << 20
 CHUNK = 1 << 16
-BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 #: Whether a token is valid (run off the event loop: it may query the database).
 TokenCheck = Callable[[str], Awaitable[bool]]
@@ -48,21 +49,25 @@ class BufferedBodies:
         self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {name.decode("latin-1").lower(): value for name, value in scope["headers"]}
         length_header = headers.get("content-length")
-        chunked = b"chunked" in headers.get("transfer-encoding", b"").lower()
-        if length_header is None and not chunked:
+        chunked = "transfer-encoding" in headers
+        if chunked and length_header is not None:
+            # Two framings: a proxy and this server could disagree on where the body ends
+            # (request smuggling). RFC 9112 lets a server refuse such a request.
+            await _answer(send, 400, "send Content-Length or Transfer-Encoding, not both")
+            return
+        if (length_header is None or length_header.strip() == b"0") and not chunked:
             await self.app(scope, receive, send)  # No body.
             return
-        if scope["path"].startswith("/v1/"):
-            token = bearer_token(headers.get("authorization", b"").decode("latin-1"))
-            if token is None or not await self.token_is_valid(token):
-                message = MISSING_TOKEN if token is None else UNKNOWN_TOKEN
-                await _answer(send, 401, message, {"www-authenticate": 'Bearer realm="jobstack"'})
-                return
+        token = bearer_token(headers.get("authorization", b"").decode("latin-1"))
+        if token is None or not await self.token_is_valid(token):
+            message = MISSING_TOKEN if token is None else UNKNOWN_TOKEN
+            await _answer(send, 401, message, {"www-authenticate": 'Bearer realm="jobstack"'})
+            return
         limit = self.limit(scope["method"], scope["path"])
         try:
             declared = int(length_header) if length_header is not None else 0
@@ -86,7 +91,13 @@ class BufferedBodies:
             if size is None:
                 return  # The client went away.
             body.seek(0)
-            await self.app(scope, _replay(body, size, receive), send)
+            framed = [
+                (name, value)
+                for name, value in scope["headers"]
+                if name.lower() not in (b"content-length", b"transfer-encoding")
+            ]
+            framed.append((b"content-length", str(size).encode()))
+            await self.app({**scope, "headers": framed}, _replay(body, size, receive), send)
 
 
 async def _read_body(receive: Receive, into: IO[bytes], limit: int) -> int | None:

@@ -21,6 +21,7 @@ from app.models import ADMIN_ONLY_JOB_FIELDS
 STREAM_HEADER = "X-Jobstack-Stream"
 KEEPALIVE_SECONDS = 15.0
 RETRY = b"retry: 3000\n\n"
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def stream_header(
@@ -104,26 +105,31 @@ class StreamHandoff:
     async def _write(
         subscription: Subscription, gone: asyncio.Future[None], send: Send, *, admin: bool
     ) -> None:
-        while True:
-            inbox = asyncio.ensure_future(subscription.inbox.get())
-            waiting: set[asyncio.Future[Any]] = {inbox, gone}
-            done, _ = await asyncio.wait(
-                waiting, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
-            if gone in done:
-                inbox.cancel()
-                return
-            if not done:
-                inbox.cancel()
-                await send(
-                    {"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True}
+        inbox: asyncio.Future[list[Event] | str] | None = None
+        try:
+            while True:
+                inbox = asyncio.ensure_future(subscription.inbox.get())
+                waiting: set[asyncio.Future[Any]] = {inbox, gone}
+                done, _ = await asyncio.wait(
+                    waiting, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
                 )
-                continue
-            item = inbox.result()
-            if isinstance(item, str):
-                return  # Ended: the job finished, was deleted, or the token was revoked.
-            body = b"".join(frame(event, admin=admin) for event in item)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+                if gone in done:
+                    return
+                if not done:
+                    inbox.cancel()
+                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                    continue
+                item = inbox.result()
+                if isinstance(item, str):
+                    return  # Ended: the job finished, was deleted, or the token was revoked.
+                body = b"".join(frame(event, admin=admin) for event in item)
+                # Waits while the client does not read (uvicorn's flow control): the hub
+                # then stops filling this stream's inbox.
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        finally:
+            # Also when the stream's time is up and this coroutine is cancelled.
+            if inbox is not None and not inbox.done():
+                inbox.cancel()
 
 
 async def _disconnected(receive: Receive) -> None:

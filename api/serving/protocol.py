@@ -51,6 +51,9 @@ class HeaderDeadlineProtocol(H11Protocol):
             self._disarm()  # A request head arrived.
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        # The next request on this connection gets the same deadline. Armed first: uvicorn
+        # starts a pipelined request inside on_response_complete, and handle_events then
+        # disarms it as soon as that request's head is in.
         if not self.transport.is_closing():
-            self._arm()  # The next request on this connection gets the same deadline.
+            self._arm()
+        super().on_response_complete()

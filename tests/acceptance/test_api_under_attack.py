@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import math
 import socket
 import statistics
@@ -230,3 +231,81 @@ def test_an_upload_without_a_valid_token_gets_401_before_its_body_is_sent(
             answer = sock.recv(65536).decode()
         assert answer.startswith("HTTP/1.1 401"), answer
         assert "Bearer" in answer
+
+
+def _exchange(port: int, request: bytes, wait: float = 5) -> str:
+    """Send raw bytes; the server's first answer (or "" if it closed without one)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(request)
+        return sock.recv(65536).decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["GET /healthz", "post /v1/jobs", "FOO /v1/jobs", "POST //v1/uploads", "PUT /nowhere"],
+)
+def test_any_request_with_a_body_and_no_token_gets_401_before_the_body_is_read(
+    served: ServedApi, request_line: str
+) -> None:
+    # Declares 50 MB and sends none of it: a view thread reading it would wait forever.
+    head = (
+        f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 50000000\r\n\r\n"
+    )
+    answer = _exchange(served.port, head.encode())
+    assert answer.startswith("HTTP/1.1 401"), answer
+
+
+def test_a_chunked_body_arrives_whole_and_two_framings_are_refused(served: ServedApi) -> None:
+    token = create_token("acme", {"jobs:write"})
+    body = json.dumps({"actor": "diagnostics.noop", "kwargs": {}}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:]))
+    head = (
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\n"
+    )
+    chunked = head + "Transfer-Encoding: chunked\r\n\r\n"
+    answer = _exchange(served.port, chunked.encode() + chunks + b"0\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 202"), answer
+
+    both = head + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = _exchange(served.port, both.encode() + chunks + b"0\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 400"), answer
+    assert "not both" in answer
+
+
+def test_head_on_a_stream_takes_no_slot(served: ServedApi) -> None:
+    token = create_token("acme", {"jobs:read"})
+    job_id = _queued_job(served)
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+    try:
+        connection.request("HEAD", f"/v1/jobs/{job_id}/events", headers=_auth(token))
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type", "").startswith("text/event-stream")
+        response.read()
+    finally:
+        connection.close()
+    assert _open_streams() == 0
+
+
+def test_a_pipelined_stream_outlives_the_header_deadline(served: ServedApi) -> None:
+    token = create_token("acme", {"jobs:read"})
+    job_id = _queued_job(served)
+    pipelined = (
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=1) as sock:
+        sock.sendall(pipelined.encode())
+        received = b""
+        deadline = time.monotonic() + HEADER_TIMEOUT + 2
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            assert chunk, f"closed after {received!r}"  # b"": the server hung up.
+            received += chunk
+    assert b"retry: 3000" in received  # The stream opened, and stayed open past the deadline.
