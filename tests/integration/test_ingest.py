@@ -72,7 +72,9 @@ def test_an_uploaded_add_on_is_parsed_into_its_stanzas(
     assert run["status"] == "complete", run["error"]
     assert (run["files_total"], run["files_parsed"]) == (len(expected), len(expected))
     assert run["stanza_count"] == sum(len(names) for names in expected.values())
-    assert get_job(run["job_id"]).state == "succeeded"
+    # The run is complete when the actor commits its stanzas; its job's outcome is
+    # recorded just after the actor returns.
+    assert wait_for_state(run["job_id"]).state == "succeeded"
 
     page = client.get(
         f"/v1/runs/{run['id']}/stanzas?conf=props&stanza=jobstack:access", headers=tokens.acme
