@@ -221,23 +221,42 @@ def test_an_upload_without_a_valid_token_gets_401_before_its_body_is_sent(
     served: ServedApi,
 ) -> None:
     for authorization in ("", "Authorization: Bearer jst_not-a-token\r\n"):
-        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
-            head = (
-                "POST /v1/ingest/uploads HTTP/1.1\r\nHost: x\r\n"
-                "Content-Type: multipart/form-data; boundary=b\r\n"
-                f"Content-Length: 50000000\r\n{authorization}\r\n"
-            )
-            sock.sendall(head.encode())  # ... and not one byte of the 50 MB body.
-            answer = sock.recv(65536).decode()
+        head = (
+            "POST /v1/uploads HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: 50000000\r\n{authorization}\r\n"
+        )
+        answer = _exchange(served.port, head.encode())  # Not one byte of the 50 MB body.
         assert answer.startswith("HTTP/1.1 401"), answer
         assert "Bearer" in answer
 
 
 def _exchange(port: int, request: bytes, wait: float = 5) -> str:
-    """Send raw bytes; the server's first answer (or "" if it closed without one)."""
+    """Send raw bytes; the server's first answer, head and body (its head and body may come
+    in separate packets), or what came before the server closed."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
         sock.sendall(request)
-        return sock.recv(65536).decode(errors="replace")
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received.decode(errors="replace")
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return (head + b"\r\n\r\n" + body).decode(errors="replace")
 
 
 @pytest.mark.parametrize(
