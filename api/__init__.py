@@ -9,6 +9,7 @@ from flask import Flask, request
 from flask_smorest import abort
 
 from app.config import load_settings
+from app.observability import instrument_api
 
 OPENAPI_CONFIG = {
     "API_TITLE": "jobstack",
@@ -87,4 +88,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
+    instrument_api(app, load_settings())
     return app

@@ -37,6 +37,8 @@ from app.middleware.relay import OutboxRelay
 from app.middleware.retries import JobRetries
 from app.middleware.time_limit import CappedTimeLimit
 from app.middleware.tracking import Tracking
+from app.observability import worker_middleware as observability_middleware
+from app.observability.error_reports import init_error_reports
 from app.recording.acks import AckAfterCommitConsumer
 
 
@@ -51,6 +53,7 @@ def build_middleware(settings: Settings | None = None) -> list[Middleware]:
     settings = settings or load_settings()
     return [
         Tracking(start_patience=settings.db_retry_seconds),
+        *observability_middleware(settings),
         AgeLimit(),
         CappedTimeLimit(cap_seconds=settings.max_time_limit),
         ShutdownNotifications(),
@@ -159,5 +162,7 @@ def configured_queues(settings: Settings) -> list[str]:
     return names
 
 
+# Sentry's Dramatiq integration patches Broker.__init__: it starts before the broker.
+init_error_reports(load_settings())
 broker = create_broker(load_settings())
 dramatiq.set_broker(broker)

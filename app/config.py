@@ -140,6 +140,29 @@ class Settings:
     token_cache_seconds: float = 5.0
     """How long an API process trusts a token it has verified (0: check every request)."""
 
+    metrics_enabled: bool = False
+    """Whether workers serve Prometheus metrics on ``metrics_port`` and the API serves
+    ``/metrics`` (off: nothing is counted and no port is opened)."""
+
+    metrics_host: str = "127.0.0.1"
+    """Address a worker host's metrics server binds to (``0.0.0.0`` to be scraped from
+    elsewhere)."""
+
+    metrics_port: int = 9191
+    """Port of a worker host's metrics server (its worker processes are merged there)."""
+
+    metrics_dir: str = "var/metrics"
+    """Folder where a host's worker processes share their metrics (prometheus_client's
+    multiprocess mode); cleared when the workers start."""
+
+    metrics_token: str = ""
+    """When set, ``/metrics`` (API and workers) answers only requests bearing
+    ``Authorization: Bearer <token>``; empty: open, like Flower's."""
+
+    metrics_cache_seconds: float = 5.0
+    """How long the API reuses the numbers behind ``/metrics`` (one query for many
+    scrapers)."""
+
     log_level: str = "INFO"
     """Log level of jobstack's processes."""
 
