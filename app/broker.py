@@ -37,6 +37,7 @@ from app.middleware.relay import OutboxRelay
 from app.middleware.retries import JobRetries
 from app.middleware.time_limit import CappedTimeLimit
 from app.middleware.tracking import Tracking
+from app.observability import tracing_middleware
 from app.observability import worker_middleware as observability_middleware
 from app.observability.error_reports import init_error_reports
 from app.recording.acks import AckAfterCommitConsumer
@@ -52,6 +53,7 @@ def build_middleware(settings: Settings | None = None) -> list[Middleware]:
     """
     settings = settings or load_settings()
     return [
+        *tracing_middleware(settings),
         Tracking(start_patience=settings.db_retry_seconds),
         *observability_middleware(settings),
         AgeLimit(),

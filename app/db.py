@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,10 @@ def _prepare_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: Called with every engine built from now on (tracing adds its SQL spans this way).
+engine_hooks: list[Callable[[Engine], None]] = []
+
+
 def build_engine(url: str) -> Engine:
     """An engine for ``url`` with jobstack's connection settings."""
     parsed = make_url(url)
@@ -60,9 +64,11 @@ def build_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _prepare_sqlite(engine)
-        return engine
-    engine = create_engine(url, pool_size=10, max_overflow=20)
-    _ping_when_idle(engine)
+    else:
+        engine = create_engine(url, pool_size=10, max_overflow=20)
+        _ping_when_idle(engine)
+    for hook in engine_hooks:
+        hook(engine)
     return engine
 
 
@@ -106,6 +112,11 @@ def configure(url: str | None = None) -> Engine:
         _engine_pid = os.getpid()
         _sessions = sessionmaker(_engine, expire_on_commit=False)
         return _engine
+
+
+def current_engine() -> Engine | None:
+    """The process's engine if it was built already."""
+    return _engine
 
 
 def get_engine() -> Engine:

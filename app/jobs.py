@@ -26,6 +26,7 @@ from app.defaults import DEFAULT_MAX_RETRIES, MAX_PRIORITY, RESERVED_KEY_PREFIXE
 from app.errors import JobNotFound, SubmitError, UnknownActor, UnknownQueue
 from app.messages import message_for
 from app.models import DEFAULT_TENANT, Job, JobEvent
+from app.observability.tracing import creation_span
 from app.outbox.after_commit import publish_after_commit
 from app.outbox.publish import publish
 from app.states import JobState
@@ -123,32 +124,44 @@ def submit(
         )
 
     unique_key = unique_key_for(resolved, args, kwargs)
-    job = Job(
-        id=generate_unique_id(),
-        actor=resolved.actor_name,
-        queue=queue_name,
-        args=list(args),
-        kwargs=kwargs,
-        state=state.value,
-        priority=priority or 0,
-        attempts=0,
-        max_retries=max_retries
-        if max_retries is not None
-        else resolved.options.get("max_retries", DEFAULT_MAX_RETRIES),
-        progress=0,
-        idempotency_key=idempotency_key,
-        request_fingerprint=request_fingerprint,
-        unique_key=unique_key,
-        correlation_id=correlation_id,
-        callback_url=callback_url,
-        tenant=tenant,
-        created_at=now,
-        updated_at=now,
-        run_at=due,
-        last_event_seq=1,
-    )
-    created = JobEvent(job_id=job.id, seq=1, at=now, kind="created", to_state=state.value)
+    job_id = generate_unique_id()
+    # The job's trace starts here (when tracing is on): its row keeps the context, and
+    # every message of the job continues it.
+    with creation_span(queue_name, job_id, resolved.actor_name, correlation_id) as trace_context:
+        job = Job(
+            id=job_id,
+            actor=resolved.actor_name,
+            queue=queue_name,
+            args=list(args),
+            kwargs=kwargs,
+            state=state.value,
+            priority=priority or 0,
+            attempts=0,
+            max_retries=max_retries
+            if max_retries is not None
+            else resolved.options.get("max_retries", DEFAULT_MAX_RETRIES),
+            progress=0,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+            unique_key=unique_key,
+            correlation_id=correlation_id,
+            callback_url=callback_url,
+            tenant=tenant,
+            created_at=now,
+            updated_at=now,
+            run_at=due,
+            last_event_seq=1,
+            trace_context=trace_context,
+        )
+        return _store(job, resolved, state, session)
 
+
+def _store(job: Job, actor: Actor[Any, Any], state: JobState, session: Session | None) -> Job:
+    """Write ``job`` (or find the one its keys name) and publish it after the commit."""
+    created = JobEvent(
+        job_id=job.id, seq=1, at=job.created_at, kind="created", to_state=state.value
+    )
+    idempotency_key, unique_key, tenant = job.idempotency_key, job.unique_key, job.tenant
     if (
         session is None
         and idempotency_key is None
@@ -158,13 +171,13 @@ def submit(
         # The common single submission: one statement, committed on its own.
         _insert_in_one_statement(job, state)
         if state is JobState.QUEUED:
-            publish(resolved.broker, [message_for(job)], mark_soon=True)
+            publish(actor.broker, [message_for(job)], mark_soon=True)
         return job
 
     own_session = session is None
     active = session if session is not None else db.new_session()
     try:
-        existing = _existing(active, resolved, tenant, idempotency_key, unique_key)
+        existing = _existing(active, actor, tenant, idempotency_key, unique_key)
         if existing is not None:
             return existing
         if idempotency_key is None and unique_key is None:
@@ -177,12 +190,12 @@ def submit(
                     active.add_all([job, created])
             except IntegrityError:
                 # A concurrent submission took the key first: that job is this one.
-                existing = _existing(active, resolved, tenant, idempotency_key, unique_key)
+                existing = _existing(active, actor, tenant, idempotency_key, unique_key)
                 if existing is None:
                     raise
                 return existing
         if state is JobState.QUEUED:
-            publish_after_commit(active, resolved.broker, message_for(job))
+            publish_after_commit(active, actor.broker, message_for(job))
         if own_session:
             active.commit()
     finally:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from app.config import load_settings
 from app.context import current_job_or_none
+from app.observability.tracing import current_ids
 
 #: The correlation id of the API request this thread serves.
 _request_correlation: ContextVar[str | None] = ContextVar("jobstack_request_cid", default=None)
@@ -27,6 +28,8 @@ class JobContextFilter(logging.Filter):
         job = current_job_or_none()
         record.job_id = job.id if job else None
         record.correlation_id = job.correlation_id if job else _request_correlation.get()
+        ids = current_ids()
+        record.trace_id, record.span_id = ids if ids else (None, None)
         return True
 
 
@@ -44,6 +47,11 @@ class JsonFormatter(logging.Formatter):
             "job_id": getattr(record, "job_id", None),
             "correlation_id": getattr(record, "correlation_id", None),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            # Only while a span is active: the line then leads to its trace.
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", None)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -8,6 +8,7 @@ from dramatiq import Message
 from dramatiq.broker import MessageProxy
 
 from app.models import Job
+from app.observability.tracing import TRACE_OPTION
 from app.timeutil import to_millis
 
 #: A message as built (Message) or as delivered to a worker (MessageProxy).
@@ -30,6 +31,8 @@ def message_for(job: Job) -> Message[Any]:
         options["max_retries"] = job.max_retries
     if job.correlation_id:
         options["correlation_id"] = job.correlation_id
+    if job.trace_context:
+        options[TRACE_OPTION] = job.trace_context
     return Message(
         queue_name=job.queue,
         actor_name=job.actor,

@@ -68,7 +68,7 @@ DEFAULT_TENANT = "default"
 #: traceback (server paths, library versions) and the worker's ``hostname:pid``.
 ADMIN_ONLY_JOB_FIELDS = ("error_traceback", "worker_id")
 #: Job fields of jobstack's own bookkeeping, never sent to a tenant.
-INTERNAL_JOB_FIELDS = ("request_fingerprint", "unique_key", "last_event_seq")
+INTERNAL_JOB_FIELDS = ("request_fingerprint", "unique_key", "last_event_seq", "trace_context")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -124,6 +124,9 @@ class Job(Base):
     unique_key: Mapped[str | None] = mapped_column(String(64))
     # The seq of the newest job_events row; bumped by every event so seqs never collide.
     last_event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    #: The W3C trace context of the job's creation (``traceparent``, ``tracestate``,
+    #: ``baggage``) when tracing is on: every message of the job continues that trace.
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key"),

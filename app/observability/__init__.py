@@ -17,13 +17,20 @@ from flask import Flask
 from app.config import Settings
 
 
+def tracing_middleware(settings: Settings) -> list[Middleware]:
+    """The job tracing middleware when tracing is on, to go right BEFORE Tracking (see
+    :mod:`.job_tracing` for why)."""
+    from app.observability import job_tracing
+
+    return job_tracing.worker_middleware(settings)
+
+
 def worker_middleware(settings: Settings) -> list[Middleware]:
     """The observability middleware that is switched on, in the order they run, to go
     right after Tracking (their ``after_*`` hooks then see Retries' decision)."""
-    from app.observability import error_reports, job_tracing, metrics
+    from app.observability import error_reports, metrics
 
     return [
-        *job_tracing.worker_middleware(settings),
         *metrics.worker_middleware(settings),
         *error_reports.worker_middleware(settings),
     ]

@@ -24,6 +24,7 @@ from app.config import load_settings
 from app.cron import DUPLICATE_TICK_OPTION
 from app.messages import AnyMessage, attempts_made
 from app.models import DEFAULT_TENANT, Job, JobEvent
+from app.observability.tracing import TRACE_OPTION
 from app.states import TERMINAL_STATES, JobState
 from app.timeutil import utcnow
 from app.transitions import transition
@@ -60,6 +61,7 @@ def insert_job_if_absent(
         "run_at": run_at,
         "idempotency_key": idempotency_key,
         "last_event_seq": 1,
+        "trace_context": message.options.get(TRACE_OPTION),
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     created = session.execute(
