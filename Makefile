@@ -10,7 +10,7 @@ TOX_PATH := $(subst $(eval) ,:,$(strip $(PYTHON_BINS) $(PATH)))
 # Under CI=true a Python of the matrix that cannot be found fails the run.
 TOX_FLAGS := $(if $(filter true,$(CI)),--skip-missing-interpreters=false)
 
-.PHONY: install run test services lint typing clean bench bench-datasets
+.PHONY: install run test services lint typing clean bench bench-datasets observe
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ bench: install
 bench-datasets: install
 	infra/scripts/ensure-services rabbitmq postgres
 	JOBSTACK_TEST_DB=$${JOBSTACK_TEST_DB:-postgres} $(BIN)/pytest -m bench -s tests/bench
+
+# Prometheus with infra/prometheus's config and alerts against the running stack.
+observe:
+	infra/scripts/observe
 
 lint: install
 	$(BIN)/tox -e lint
