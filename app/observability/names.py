@@ -22,6 +22,9 @@ API_METRICS: dict[str, tuple[str, ...]] = {
     "jobstack_cron_last_success_timestamp_seconds": ("schedule",),
 }
 
+#: The worker metrics that are histograms.
+HISTOGRAMS = ("jobstack_job_duration_seconds", "jobstack_job_queue_wait_seconds")
+
 #: Values of the ``outcome`` label of jobstack_job_attempts_total.
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled", "skipped")
 

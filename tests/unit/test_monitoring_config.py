@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from app.observability.names import (
     API_METRICS,
     HISTOGRAM_SUFFIXES,
+    HISTOGRAMS,
     MESSAGE_KINDS,
     OUTCOMES,
     WORKER_METRICS,
@@ -39,7 +40,6 @@ DASHBOARD = ROOT / "infra" / "grafana" / "jobstack.json"
 
 METRICS = {**WORKER_METRICS, **API_METRICS}
 #: The histograms among the metrics: only they export HISTOGRAM_SUFFIXES series.
-HISTOGRAMS = ("jobstack_job_duration_seconds", "jobstack_job_queue_wait_seconds")
 #: Labels whose values are a closed set: a matcher on them must name known values.
 KNOWN_VALUES: dict[str, set[str]] = {
     "outcome": set(OUTCOMES),
