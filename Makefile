@@ -24,6 +24,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 run: install
 	infra/scripts/ensure-services rabbitmq
+	infra/scripts/rabbitmq-ui
 	$(BIN)/jobstack db upgrade
 	$(BIN)/jobstack up
 
