@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api_load, drain
+from bench import api_load, drain, observed
 from bench.services import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -27,6 +27,7 @@ RESULTS = ROOT / "bench" / "results"
 #: (what, key in the results, target, whether higher is better)
 TARGETS = [
     ("drain, PostgreSQL vs bare", "drain_ratio_postgres", 0.5, True),
+    ("traces+metrics slowdown", "observability_cost", 0.15, False),
     ("batch submission (jobs/s)", "batch_per_second", 5000, True),
     ("single POST (jobs/s)", "single_per_second", 500, True),
     ("submit-to-start p50 (ms)", "latency_p50_ms", 15, False),
@@ -46,6 +47,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--batch-jobs", type=int, default=20000, help="jobs sent by batch")
     parser.add_argument("--rate", type=float, default=100, help="jobs/s for the latency run")
     parser.add_argument("--seconds", type=float, default=10, help="length of the latency run")
+    parser.add_argument(
+        "--metrics-port", type=int, default=19191, help="worker metrics port (observed run)"
+    )
     return parser.parse_args()
 
 
@@ -56,6 +60,19 @@ def main() -> None:
         drains = [drain.bare(args.n, args.p, args.t, work)]
         for backend in ("postgres", "sqlite"):
             drains.append(drain.jobstack(backend, args.n, args.p, args.t, work))
+        # The same PostgreSQL run with traces and metrics on (their cost, same run).
+        with observed.observability_on(work, args.metrics_port) as observing:
+            drains.append(
+                drain.jobstack(
+                    "postgres",
+                    args.n,
+                    args.p,
+                    args.t,
+                    work,
+                    worker_env=observing,
+                    label="traces+metrics",
+                )
+            )
         with api_load.Api(work) as api:
             single = api_load.single_posts(api, args.posts, args.clients)
             batch = api_load.batch_posts(api, args.batch_jobs, 2)
@@ -64,9 +81,10 @@ def main() -> None:
     baseline = drains[0]["per_second"]
     for row in drains:
         row["ratio_vs_bare"] = row["per_second"] / baseline
-    postgres = drains[1]
+    postgres, observing = drains[1], drains[3]
     summary = {
         "drain_ratio_postgres": postgres["ratio_vs_bare"],
+        "observability_cost": 1 - observing["per_second"] / postgres["per_second"],
         "batch_per_second": batch["per_second"],
         "single_per_second": single["per_second"],
         "latency_p50_ms": latency["p50_ms"],

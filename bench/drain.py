@@ -71,8 +71,18 @@ def bare(total: int, processes: int, threads: int, work: Path) -> dict[str, Any]
     }
 
 
-def jobstack(backend: str, total: int, processes: int, threads: int, work: Path) -> dict[str, Any]:
-    """jobstack with full tracking draining ``total`` ``diagnostics.noop`` jobs."""
+def jobstack(
+    backend: str,
+    total: int,
+    processes: int,
+    threads: int,
+    work: Path,
+    *,
+    worker_env: dict[str, str] | None = None,
+    label: str = "",
+) -> dict[str, Any]:
+    """jobstack with full tracking draining ``total`` ``diagnostics.noop`` jobs; the
+    worker gets ``worker_env`` on top (observability switched on, say)."""
     url = fresh_database(backend, work)
     env = {**os.environ, "JOBSTACK_DATABASE_URL": url, "JOBSTACK_LOG_FORMAT": "text"}
     os.environ.update(env)
@@ -95,7 +105,10 @@ def jobstack(backend: str, total: int, processes: int, threads: int, work: Path)
         ids = [submit(diagnostics.noop, session=session).id for _ in range(total)]
     published_marks.flush()  # Not while the worker drains.
     commits_before = postgres_commits() if backend == "postgres" else None
-    worker = start_worker("actors", processes, threads, env, work / f"jobstack-{backend}.log")
+    name = f"jobstack-{backend}{'-' + label if label else ''}"
+    worker = start_worker(
+        "actors", processes, threads, {**env, **(worker_env or {})}, work / f"{name}.log"
+    )
     try:
         started = time.monotonic()
         seconds = _time_drain("default", total, worker)
@@ -105,7 +118,7 @@ def jobstack(backend: str, total: int, processes: int, threads: int, work: Path)
         stop(worker)
         db.get_engine().dispose()
     row: dict[str, Any] = {
-        "system": f"jobstack ({backend})",
+        "system": f"jobstack ({backend}{', ' + label if label else ''})",
         "seconds": seconds,
         "per_second": total / seconds,
         "recorded_seconds": recorded,

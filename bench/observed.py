@@ -1,0 +1,45 @@
+"""What observability costs: the environment that turns traces and metrics on in a worker,
+with a sink that takes the spans as a collector would and throws them away.
+
+The sink answers every OTLP/HTTP export with 200 without decoding it, so the bench
+process takes as little CPU from the worker as it can; the worker pays for building,
+batching, encoding and sending every span, and for counting every metric.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+class _Sink(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def observability_on(work: Path, metrics_port: int) -> Iterator[dict[str, str]]:
+    """The worker environment with traces (to a sink) and metrics on."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+            "JOBSTACK_METRICS_ENABLED": "true",
+            "JOBSTACK_METRICS_PORT": str(metrics_port),
+            "JOBSTACK_METRICS_DIR": str(work / "metrics"),
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
