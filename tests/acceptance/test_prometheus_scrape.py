@@ -15,6 +15,7 @@ import pytest
 from tests.acceptance.conftest import BIN, WorkerProcess, jobstack
 from tests.support.prometheus import RunningPrometheus
 from tests.support.served_api import ServedApi, free_port
+from tests.support.services import reachable
 from tests.support.waiting import wait_until
 
 METRICS_TOKEN = "metrics-s3cret"
@@ -123,6 +124,20 @@ def test_prometheus_stores_what_the_jobs_did(
         assert one('jobstack_queue_messages{queue="default",kind="ready"}') == 0
         assert one("jobstack_workers_alive") >= 1
         assert one("jobstack_outbox_pending") == 0
+        messages = prometheus.by("kind", 'jobstack_queue_messages{queue="default"}')
+        if reachable("http://127.0.0.1:15672", 15672):
+            # RabbitMQ's management API answers (make run enables it): unacked is read.
+            assert messages["unacked"] == 0
+        else:
+            assert "unacked" not in messages  # Absent rather than a made-up 0.
+        # What Prometheus stored, for the record (pytest -s shows it).
+        print(
+            "attempts by outcome:",
+            prometheus.by("outcome", "sum by (outcome) (jobstack_job_attempts_total)"),
+        )
+        print("jobs by state (default):", states)
+        print("queue messages (default):", messages)
+        print("workers alive:", one("jobstack_workers_alive"))
 
         # Without the token neither /metrics answers.
         assert _status(f"{metered_api.base}/metrics") == 401
