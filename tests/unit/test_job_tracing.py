@@ -98,12 +98,16 @@ def test_sql_outside_any_span_is_not_recorded_but_sql_inside_one_is(
     assert names == ["SELECT jobs", "process default"]
 
 
-def test_with_tracing_off_nothing_is_added_to_the_worker() -> None:
+def test_with_tracing_off_nothing_is_added_to_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from app.config import Settings
     from app.observability import tracing_middleware
 
-    assert not tracing.ENABLED  # The test environment configures no exporter.
+    monkeypatch.setattr(tracing, "ENABLED", False)
     assert tracing_middleware(Settings()) == []
+    with tracing.creation_span("default", "job-1", "diagnostics.echo", None) as context:
+        assert context is None  # Nothing stored with the job.
     assert tracing.tracing_configured({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
     assert tracing.tracing_configured({"OTEL_TRACES_EXPORTER": "console"})
     assert not tracing.tracing_configured({"OTEL_TRACES_EXPORTER": "none"})
