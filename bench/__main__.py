@@ -48,6 +48,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100, help="jobs/s for the latency run")
     parser.add_argument("--seconds", type=float, default=10, help="length of the latency run")
     parser.add_argument(
+        "--observed-pairs", type=int, default=3, help="off/on runs compared for observability"
+    )
+    parser.add_argument(
         "--metrics-port", type=int, default=19191, help="worker metrics port (observed run)"
     )
     return parser.parse_args()
@@ -60,19 +63,17 @@ def main() -> None:
         drains = [drain.bare(args.n, args.p, args.t, work)]
         for backend in ("postgres", "sqlite"):
             drains.append(drain.jobstack(backend, args.n, args.p, args.t, work))
-        # The same PostgreSQL run with traces and metrics on (their cost, same run).
-        with observed.observability_on(work, args.metrics_port) as observing:
-            drains.append(
-                drain.jobstack(
-                    "postgres",
-                    args.n,
-                    args.p,
-                    args.t,
-                    work,
-                    worker_env=observing,
-                    label="traces+metrics",
-                )
-            )
+        # The PostgreSQL run again with traces and metrics on: their cost, same run.
+        observing = observed.compare(
+            args.n,
+            args.p,
+            args.t,
+            work,
+            first_off=drains[1],
+            pairs=args.observed_pairs,
+            metrics_port=args.metrics_port,
+        )
+        drains.append(observing.pop("first_on"))
         with api_load.Api(work) as api:
             single = api_load.single_posts(api, args.posts, args.clients)
             batch = api_load.batch_posts(api, args.batch_jobs, 2)
@@ -81,10 +82,10 @@ def main() -> None:
     baseline = drains[0]["per_second"]
     for row in drains:
         row["ratio_vs_bare"] = row["per_second"] / baseline
-    postgres, observing = drains[1], drains[3]
+    postgres = drains[1]
     summary = {
         "drain_ratio_postgres": postgres["ratio_vs_bare"],
-        "observability_cost": 1 - observing["per_second"] / postgres["per_second"],
+        "observability_cost": observing["slowdown"],
         "batch_per_second": batch["per_second"],
         "single_per_second": single["per_second"],
         "latency_p50_ms": latency["p50_ms"],
@@ -92,7 +93,7 @@ def main() -> None:
         "worker_rss_mib": postgres["worker_peak_rss_mib"],
         "commits_per_job": single["commits_per_job"] + postgres["worker_commits_per_job"],
     }
-    results = Results(args, drains, single, batch, latency, summary)
+    results = Results(args, drains, observing, single, batch, latency, summary)
     _print(results)
     _write(results)
 
@@ -101,6 +102,7 @@ def main() -> None:
 class Results:
     args: argparse.Namespace
     drains: list[dict[str, Any]]
+    observability: dict[str, Any]
     single: dict[str, Any]
     batch: dict[str, Any]
     latency: dict[str, Any]
@@ -118,12 +120,30 @@ def _print(results: Results) -> None:
     )
     print(f"\n{os.cpu_count()} cores, dramatiq -p {args.p} -t {args.t}\n")
     print(f"drain of {args.n} no-op jobs (worker start-up excluded)")
-    print(f"  {'system':<22} {'seconds':>8} {'jobs/s':>8} {'vs bare':>8} {'peak RSS':>9}")
+    print(
+        f"  {'system':<36} {'seconds':>8} {'jobs/s':>8} {'vs bare':>8} {'peak RSS':>9}"
+        f" {'CPU/job':>8}"
+    )
     for row in drains:
+        cpu = row.get("worker_cpu_ms_per_job")
         print(
-            f"  {row['system']:<22} {row['seconds']:>8.2f} {row['per_second']:>8.0f} "
+            f"  {row['system']:<36} {row['seconds']:>8.2f} {row['per_second']:>8.0f} "
             f"{row['ratio_vs_bare']:>7.2f}x {row['worker_peak_rss_mib']:>6.0f} MiB"
+            f" {f'{cpu:.2f} ms' if cpu is not None else '':>8}"
         )
+    seen = results.observability
+
+    def runs(key: str, unit: str) -> str:
+        return ", ".join(f"{value:.{0 if unit == 'jobs/s' else 2}f}" for value in seen[key])
+
+    print(
+        f"\ntraces+metrics on vs off (PostgreSQL, {len(seen['on_per_second'])} alternating pairs,"
+        " medians):"
+        f"\n  drain jobs/s   off {runs('off_per_second', 'jobs/s')}"
+        f"  on {runs('on_per_second', 'jobs/s')}  -> {100 * seen['slowdown']:.1f} % slower"
+        f"\n  worker CPU ms/job  off {runs('off_cpu_ms_per_job', 'ms')}"
+        f"  on {runs('on_cpu_ms_per_job', 'ms')}  -> {100 * seen['cpu_increase']:+.1f} %"
+    )
     print("\nsubmission through the API (gunicorn, PostgreSQL)")
     for row in (single, batch):
         print(
@@ -155,6 +175,7 @@ def _write(results: Results) -> None:
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
         "arguments": vars(results.args),
         "drain": results.drains,
+        "observability": results.observability,
         "submission": [results.single, results.batch],
         "latency": results.latency,
         "summary": results.summary,

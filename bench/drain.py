@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,17 @@ from bench.services import (
     postgres_commits,
     start_worker,
     stop,
+    worker_cpu_seconds,
 )
 
 
-def _time_drain(queue: str, total: int, worker: Any, timeout: float = 600) -> float:
+def _time_drain(
+    queue: str,
+    total: int,
+    worker: Any,
+    timeout: float = 600,
+    on_start: Callable[[], None] | None = None,
+) -> float:
     watch = QueueWatch(queue)
     try:
         deadline = time.monotonic() + timeout
@@ -39,6 +47,8 @@ def _time_drain(queue: str, total: int, worker: Any, timeout: float = 600) -> fl
             now = time.monotonic()
             if started is None and ready < total:
                 started = now
+                if on_start is not None:
+                    on_start()
             if started is not None and ready == 0:
                 return now - started
             time.sleep(0.02)
@@ -59,7 +69,14 @@ def bare(total: int, processes: int, threads: int, work: Path) -> dict[str, Any]
         "bench.bare_actors", processes, threads, dict(os.environ), work / "bare.log"
     )
     try:
-        seconds = _time_drain(bare_actors.QUEUE, total, worker)
+        cpu_at_start: list[float] = []
+        seconds = _time_drain(
+            bare_actors.QUEUE,
+            total,
+            worker,
+            on_start=lambda: cpu_at_start.append(worker_cpu_seconds(worker)),
+        )
+        cpu = worker_cpu_seconds(worker) - cpu_at_start[0]
         rss = peak_rss_mib(worker)
     finally:
         stop(worker)
@@ -68,6 +85,7 @@ def bare(total: int, processes: int, threads: int, work: Path) -> dict[str, Any]
         "seconds": seconds,
         "per_second": total / seconds,
         "worker_peak_rss_mib": rss,
+        "worker_cpu_ms_per_job": 1000 * cpu / total,
     }
 
 
@@ -111,8 +129,15 @@ def jobstack(
     )
     try:
         started = time.monotonic()
-        seconds = _time_drain("default", total, worker)
+        cpu_at_start: list[float] = []
+        seconds = _time_drain(
+            "default",
+            total,
+            worker,
+            on_start=lambda: cpu_at_start.append(worker_cpu_seconds(worker)),
+        )
         recorded = _all_succeeded(len(ids), started)
+        cpu = worker_cpu_seconds(worker) - cpu_at_start[0]
         rss = peak_rss_mib(worker)
     finally:
         stop(worker)
@@ -122,6 +147,8 @@ def jobstack(
         "seconds": seconds,
         "per_second": total / seconds,
         "recorded_seconds": recorded,
+        # Start-up excluded: from the first message taken to every job recorded.
+        "worker_cpu_ms_per_job": 1000 * cpu / total,
         "worker_peak_rss_mib": rss,
     }
     if commits_before is not None:

@@ -8,6 +8,7 @@ batching, encoding and sending every span, and for counting every metric.
 
 from __future__ import annotations
 
+import statistics
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,3 +44,50 @@ def observability_on(work: Path, metrics_port: int) -> Iterator[dict[str, str]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def compare(
+    total: int,
+    processes: int,
+    threads: int,
+    work: Path,
+    *,
+    first_off: dict[str, Any],
+    pairs: int,
+    metrics_port: int,
+) -> dict[str, Any]:
+    """jobstack on PostgreSQL with observability off and on, alternating, ``pairs`` times
+    (``first_off`` is the first "off" run): medians of the drain rate and of the worker's
+    CPU per job. On a shared 2-core machine one pair can differ by 30 % either way; the
+    CPU per job moves far less."""
+    from bench import drain
+
+    offs, ons = [first_off], []
+    with observability_on(work, metrics_port) as environment:
+        for index in range(pairs):
+            if index > 0:
+                offs.append(drain.jobstack("postgres", total, processes, threads, work))
+            ons.append(
+                drain.jobstack(
+                    "postgres",
+                    total,
+                    processes,
+                    threads,
+                    work,
+                    worker_env=environment,
+                    label="traces+metrics",
+                )
+            )
+    off_rate = statistics.median(row["per_second"] for row in offs)
+    on_rate = statistics.median(row["per_second"] for row in ons)
+    off_cpu = statistics.median(row["worker_cpu_ms_per_job"] for row in offs)
+    on_cpu = statistics.median(row["worker_cpu_ms_per_job"] for row in ons)
+    return {
+        "off_per_second": [row["per_second"] for row in offs],
+        "on_per_second": [row["per_second"] for row in ons],
+        "off_cpu_ms_per_job": [row["worker_cpu_ms_per_job"] for row in offs],
+        "on_cpu_ms_per_job": [row["worker_cpu_ms_per_job"] for row in ons],
+        "slowdown": 1 - on_rate / off_rate,
+        "cpu_increase": on_cpu / off_cpu - 1,
+        "first_on": ons[0],
+    }

@@ -117,6 +117,18 @@ def peak_rss_mib(parent: subprocess.Popen[bytes]) -> float:
     return max(peaks)
 
 
+def worker_cpu_seconds(parent: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) used so far by ``parent``'s worker processes (its
+    children), from /proc: the cost of the work, whatever else the machine is doing."""
+    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+    ticks = 0
+    for pid in children:
+        # Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised command name.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for_consumers(queue: str, timeout: float = 60) -> None:
     """Wait until a worker consumes ``queue`` (it has booted)."""
     deadline = time.monotonic() + timeout
