@@ -26,7 +26,7 @@ from app.defaults import DEFAULT_MAX_RETRIES, MAX_PRIORITY, RESERVED_KEY_PREFIXE
 from app.errors import JobNotFound, SubmitError, UnknownActor, UnknownQueue
 from app.messages import message_for
 from app.models import DEFAULT_TENANT, Job, JobEvent
-from app.observability.tracing import creation_span
+from app.observability.tracing import creation_span, note_existing_job
 from app.outbox.after_commit import publish_after_commit
 from app.outbox.publish import publish
 from app.states import JobState
@@ -179,6 +179,7 @@ def _store(job: Job, actor: Actor[Any, Any], state: JobState, session: Session |
     try:
         existing = _existing(active, actor, tenant, idempotency_key, unique_key)
         if existing is not None:
+            note_existing_job(existing.id)
             return existing
         if idempotency_key is None and unique_key is None:
             # A fresh id conflicts with nothing: no SAVEPOINT round trips, and the rows
@@ -193,6 +194,7 @@ def _store(job: Job, actor: Actor[Any, Any], state: JobState, session: Session |
                 existing = _existing(active, actor, tenant, idempotency_key, unique_key)
                 if existing is None:
                     raise
+                note_existing_job(existing.id)
                 return existing
         if state is JobState.QUEUED:
             publish_after_commit(active, actor.broker, message_for(job))

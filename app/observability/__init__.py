@@ -20,6 +20,10 @@ from app.config import Settings
 def tracing_middleware(settings: Settings) -> list[Middleware]:
     """The job tracing middleware when tracing is on, to go right BEFORE Tracking (see
     :mod:`.job_tracing` for why)."""
+    from app.observability import tracing
+
+    if not tracing.ENABLED:
+        return []  # Not even imported: it imports OpenTelemetry.
     from app.observability import job_tracing
 
     return job_tracing.worker_middleware(settings)

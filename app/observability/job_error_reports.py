@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
-from dramatiq import Broker, Message
+from dramatiq import Broker, Message, Worker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 from dramatiq.errors import Retry
@@ -47,6 +47,10 @@ BREADCRUMBS_OPTION = "jobstack_error_breadcrumbs"
 #: Breadcrumbs a message carries at most (the latest ones), and the length of each text.
 MAX_BREADCRUMBS = 10
 MAX_BREADCRUMB_TEXT = 300
+
+
+#: Longest wait at a worker's shutdown for events still being sent.
+SHUTDOWN_FLUSH_SECONDS = 2.0
 
 
 class JobErrorReports(Middleware):
@@ -101,6 +105,13 @@ class JobErrorReports(Middleware):
         if isinstance(exception, Retry):
             # Sentry's middleware reports no Retry; exhausted, it is a failure like others.
             sentry_sdk.capture_exception(exception)
+
+    def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        # A forked worker process ends with os._exit: atexit, which would flush Sentry's
+        # queue, never runs there. An event captured just before a stop would be lost.
+        import sentry_sdk
+
+        sentry_sdk.flush(timeout=SHUTDOWN_FLUSH_SECONDS)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         started = getattr(self._local, "running", None) == message.message_id

@@ -23,6 +23,8 @@ from dramatiq import Broker, Message, Worker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
+from opentelemetry import context, trace
+from opentelemetry.trace import Status, StatusCode
 
 from app.config import Settings
 from app.messages import ATTEMPTS_OPTION
@@ -79,6 +81,12 @@ class JobTracing(Middleware):
             span.set_attribute("jobstack.delayed", True)
         sends = self._sends()
         self._end_forgotten(sends)
+        earlier = sends.pop(message.message_id, None)
+        if earlier is not None:
+            # Dramatiq's enqueue tries again after a lost connection, emitting
+            # before_enqueue once per try: the failed try's span ends here.
+            earlier[1].set_status(Status(StatusCode.ERROR, "publish failed; tried again"))
+            earlier[1].end()
         sends[message.message_id] = (time.monotonic(), span)
 
     def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
@@ -96,8 +104,6 @@ class JobTracing(Middleware):
     @staticmethod
     def _end_forgotten(sends: dict[str, tuple[float, Span]]) -> None:
         """End the send spans of publishes that failed (no after_enqueue came)."""
-        from opentelemetry.trace import Status, StatusCode
-
         now = time.monotonic()
         for message_id, (started, span) in list(sends.items()):
             if now - started > SEND_SPAN_TIMEOUT:
@@ -108,8 +114,6 @@ class JobTracing(Middleware):
     # Worker side ------------------------------------------------------------------------
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        from opentelemetry import context, trace
-
         span = tracing.start_message_span(
             "process",
             "CONSUMER",
@@ -122,7 +126,9 @@ class JobTracing(Middleware):
         # Current for the rest of the attempt: Tracking's start, the actor's own spans
         # (SQL, HTTP) and the outcome's hooks all nest under it.
         token = context.attach(trace.set_span_in_context(span))
-        self._local.attempt = (span, token)
+        # Tracking, next, replaces the attempts the message was sent after by the number
+        # of the attempt it starts: a value unchanged at the end means none started.
+        self._local.attempt = (span, token, message.options.get(ATTEMPTS_OPTION))
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         self._end_attempt(message, skipped=True)
@@ -144,19 +150,17 @@ class JobTracing(Middleware):
         exception: BaseException | None = None,
         skipped: bool = False,
     ) -> None:
-        from opentelemetry import context
-        from opentelemetry.trace import Status, StatusCode
-
-        attempt: tuple[Span, object] | None = getattr(self._local, "attempt", None)
+        attempt: tuple[Span, object, Any] | None = getattr(self._local, "attempt", None)
         if attempt is None:
             return
         self._local.attempt = None
-        span, token = attempt
+        span, token, sent_after = attempt
+        number = message.options.get(ATTEMPTS_OPTION)
         if skipped:
             span.set_attribute("jobstack.skipped", True)
-        else:
+        elif number is not None and number != sent_after:
             # Set by Tracking once the start was committed: the attempt this span ran.
-            span.set_attribute("jobstack.attempt", int(message.options.get(ATTEMPTS_OPTION, 0)))
+            span.set_attribute("jobstack.attempt", int(number))
         if exception is not None:
             span.record_exception(exception)
             span.set_attribute("error.type", type(exception).__qualname__)

@@ -145,10 +145,12 @@ class JobMetrics(Middleware):
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         # Tracking skips duplicates and cancelled jobs before this middleware's
-        # before_process_message runs; AgeLimit and periodiq skip after it did.
-        self._end(message, "skipped")
+        # before_process_message runs; AgeLimit and periodiq skip after it did. A skip
+        # that failed the message (poison, a message past its max_age) is a job failed
+        # for good: it counts as failed, as in the job's record and in Sentry.
+        self._end(message, "failed" if message.failed else "skipped", skipped=True)
 
-    def _end(self, message: MessageProxy, outcome: str) -> None:
+    def _end(self, message: MessageProxy, outcome: str, *, skipped: bool = False) -> None:
         started: float | None = getattr(self._local, "started", None)
         self._local.started = None
         if self._metrics is None:
@@ -156,9 +158,9 @@ class JobMetrics(Middleware):
         labels = _labels(message)
         if started is not None:
             self._metrics.in_progress.labels(*labels).dec()
-            if outcome != "skipped":
+            if not skipped:
                 self._metrics.duration.labels(*labels).observe(time.monotonic() - started)
-        elif outcome != "skipped":
+        elif not skipped:
             # Tracking could not start the job (database unreachable): nothing ran, and
             # Retries schedules the message again. Not an attempt.
             return

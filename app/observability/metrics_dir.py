@@ -37,7 +37,12 @@ def share(path: str) -> None:
 
 
 def claim(path: str, owner: str) -> bool:
-    """Empty ``path`` unless ``owner`` already claimed it; True when it was emptied."""
+    """Claim ``path`` for ``owner``'s processes; True when it was emptied first.
+
+    It is emptied only when no command that claimed it is still running: a second
+    ``dramatiq`` command on the host joins the first's folder (one server, the first to
+    bind the port, then serves both) instead of wiping its live values.
+    """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / LOCK_FILE).open("a") as lock:
@@ -45,12 +50,26 @@ def claim(path: str, owner: str) -> bool:
         # the folder claimed.
         fcntl.flock(lock, fcntl.LOCK_EX)
         owner_file = folder / OWNER_FILE
-        if owner_file.exists() and owner_file.read_text() == owner:
+        owners = owner_file.read_text().split() if owner_file.exists() else []
+        if owner in owners:
             return False
-        for stale in folder.glob("*.db"):
-            stale.unlink()
-        owner_file.write_text(owner)
-        return True
+        running = [other for other in owners if _running(other)]
+        emptied = not running
+        if emptied:
+            for stale in folder.glob("*.db"):
+                stale.unlink()
+        owner_file.write_text("\n".join([*running, owner]))
+        return emptied
+
+
+def _running(owner: str) -> bool:
+    """Whether the command ``owner`` (as :func:`this_command` names it) still runs."""
+    pid, _, started = owner.partition(":")
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not started or stat.rsplit(")", 1)[1].split()[19] == started
 
 
 def this_command() -> str:

@@ -55,7 +55,9 @@ def queue_messages(broker: dramatiq.Broker, broker_url: str) -> dict[tuple[str, 
         return counts
     for queue in {queue for queue, _kind in counts}:
         if queue in unacked:
-            counts[(queue, "unacked")] = unacked[queue] + unacked.get(dq_name(queue), 0)
+            # Workers hold Q.DQ's messages unacked until they are due: still delayed.
+            counts[(queue, "unacked")] = unacked[queue]
+            counts[(queue, "delayed")] += unacked.get(dq_name(queue), 0)
     return counts
 
 

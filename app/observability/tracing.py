@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 #: Message option holding the job's creation context (W3C ``traceparent`` & co).
 TRACE_OPTION = "trace_context"
 
+#: API paths whose requests are not traced unless OTEL_PYTHON_FLASK_EXCLUDED_URLS says
+#: otherwise (comma-separated regular expressions, as that variable takes).
+UNTRACED_API_PATHS = "healthz,readyz,metrics"
+
 #: Instrumentation scope of jobstack's own spans.
 TRACER_NAME = "jobstack"
 
@@ -43,6 +47,9 @@ _lock = threading.Lock()
 #: The process (pid) whose provider is running, and that provider.
 _started_pid = 0
 _provider: TracerProvider | None = None
+#: jobstack's tracer from that provider (asking the provider for it costs a lock and a
+#: deprecation check per call: a fifth of a message's tracing time, measured).
+_tracer: Tracer | None = None
 
 
 def tracing_configured(environ: Mapping[str, str] | None = None) -> bool:
@@ -67,7 +74,7 @@ def start_tracing(role: str) -> bool:
     own: the parent's exporter thread did not survive the fork). ``role`` names the
     service when ``OTEL_SERVICE_NAME`` does not (``jobstack-api``, ``jobstack-worker``).
     Returns whether tracing is on."""
-    global _started_pid, _provider
+    global _started_pid, _provider, _tracer
     if not ENABLED:
         return False
     if _started_pid == os.getpid():
@@ -76,6 +83,7 @@ def start_tracing(role: str) -> bool:
         if _started_pid == os.getpid():
             return True
         _provider = _new_provider(role)
+        _tracer = _provider.get_tracer(TRACER_NAME)
         _started_pid = os.getpid()
     return True
 
@@ -137,19 +145,18 @@ def _instrument_sqlalchemy(provider: TracerProvider) -> None:
     module, which needs greenlet, and refuses SQLAlchemy 2.1, whose engine events it
     uses are unchanged (the tests check that SQL spans arrive).
     """
-    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     from opentelemetry.instrumentation.sqlalchemy.version import __version__
-    from opentelemetry.metrics import NoOpMeterProvider
 
     from app import db
+    from app.observability.sql_tracing import trace_sql
 
     sql_tracer = provider.get_tracer("opentelemetry.instrumentation.sqlalchemy", __version__)
-    # jobstack's metrics are Prometheus's: the connection-usage counter goes nowhere.
-    usage = NoOpMeterProvider().get_meter(TRACER_NAME).create_up_down_counter("unused")
 
     def trace_engine(engine: Engine) -> None:
-        EngineTracer(sql_tracer, engine, usage)  # type: ignore[no-untyped-call]
+        trace_sql(sql_tracer, engine)
 
+    # A provider made again in a forked child replaces its parent's hook, not adds one.
+    db.engine_hooks[:] = [hook for hook in db.engine_hooks if hook.__name__ != "trace_engine"]
     db.engine_hooks.append(trace_engine)
     engine = db.current_engine()
     if engine is not None:
@@ -167,12 +174,18 @@ def process_role() -> str:
     """Names the service of a process that did not start tracing itself (the scheduler,
     the CLI)."""
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program == "__main__.py":
+        # python -m dramatiq (as jobstack up starts the workers), python -m app.cli
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        program = {"dramatiq.__main__": "dramatiq", "app.cli.__main__": "jobstack"}.get(
+            spec.name if spec else "", program
+        )
     return {"periodiq": "scheduler", "dramatiq": "worker", "jobstack": "cli"}.get(program, "app")
 
 
 def tracer() -> Tracer:
-    assert _provider is not None, "start_tracing() first"
-    return _provider.get_tracer(TRACER_NAME)
+    assert _tracer is not None, "start_tracing() first"
+    return _tracer
 
 
 def tracing_active() -> bool:
@@ -189,7 +202,7 @@ def creation_span(
 ) -> Iterator[dict[str, str] | None]:
     """A PRODUCER span ``create <queue>`` around a job's submission; yields the context
     to store with the job (None when tracing is off)."""
-    if not start_tracing(process_role()):
+    if not ENABLED or not start_tracing(process_role()):
         yield None
         return
     from opentelemetry import propagate, trace
@@ -202,6 +215,16 @@ def creation_span(
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         yield carrier
+
+
+def note_existing_job(job_id: str) -> None:
+    """On the current ``create`` span: the submission returned this existing job (its
+    idempotency or unique key) instead of creating one."""
+    if not ENABLED or not tracing_active():
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().set_attribute("jobstack.existing_job", job_id)
 
 
 def start_creation(message_options: dict[str, Any], queue: str, job_id: str, actor: str) -> None:
@@ -269,7 +292,7 @@ def _message_attributes(
 
 def current_ids() -> tuple[str, str] | None:
     """The (trace id, span id) in hex of the span active in this thread, if any."""
-    if not tracing_active():
+    if not ENABLED or not tracing_active():
         return None
     from opentelemetry import trace
 
@@ -289,7 +312,12 @@ def instrument_api(app: Flask) -> None:
         return
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    FlaskInstrumentor().instrument_app(app, tracer_provider=_provider)  # type: ignore[no-untyped-call]
+    # Probes and scrapes would be a trace every few seconds each, SQL included; the
+    # standard variable still decides when it is set.
+    excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", UNTRACED_API_PATHS)
+    FlaskInstrumentor().instrument_app(  # type: ignore[no-untyped-call]
+        app, tracer_provider=_provider, excluded_urls=excluded
+    )
     from app.observability.request_tracing import tag_requests
 
     tag_requests(app)

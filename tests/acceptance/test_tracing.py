@@ -162,13 +162,16 @@ def test_a_job_the_relay_publishes_later_continues_the_trace_of_its_submission(
     _wait_for_state(api, auth, job_id, "succeeded")
 
     def has_process(spans: list[ReceivedSpan]) -> bool:
-        return any(span.kind == "CONSUMER" for span in spans) and any(
+        kinds = {span.kind for span in spans}
+        return {"SERVER", "CONSUMER"} <= kinds and any(
             span.name == "send default" for span in spans
         )
 
     spans = _wait_for_trace(receiver, job_id, has_process)
     print(print_trace(spans))
+    request = _only(spans, "SERVER", "POST /v1/jobs")
     create = _only(spans, "PRODUCER", "create default")
+    assert create.parent_id == request.span_id
     send = _only(spans, "PRODUCER", "send default")
     process = _only(spans, "CONSUMER", "process default")
     assert create.service == "jobstack-api"
@@ -212,3 +215,50 @@ def test_a_job_that_fails_once_has_two_process_spans_in_one_trace(
     # of the same trace.
     sends = [span for span in spans if span.name == "send default"]
     assert len(sends) == 3 and {span.parent_id for span in sends} == {create.span_id}
+
+
+def test_a_delayed_job_and_a_job_retried_by_hand_continue_the_trace_of_their_submission(
+    receiver: OtlpReceiver,
+    serve: Callable[[dict[str, str]], ServedApi],
+    auth: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    env = receiver.environment()
+    start_worker(env)
+    api = serve(env)
+    # Published by the relay when due, from the row.
+    delayed = _submit(
+        api, auth, {"actor": "diagnostics.echo", "kwargs": {"value": 2}, "delay_ms": 1500}, "later"
+    )
+    # Fails for good on attempt 1; retried by hand, attempt 2 succeeds.
+    failing = _submit(
+        api,
+        auth,
+        {"actor": "diagnostics.fail", "kwargs": {"times": 1}, "max_retries": 0},
+        "by-hand",
+    )
+    _wait_for_state(api, auth, failing, "failed")
+    status, _headers, body = api.call("POST", f"/v1/jobs/{failing}/retry", headers=auth)
+    assert status == 202, body
+    _wait_for_state(api, auth, failing, "succeeded")
+    _wait_for_state(api, auth, delayed, "succeeded")
+
+    def processed(count: int) -> Callable[[list[ReceivedSpan]], bool]:
+        return lambda spans: len([s for s in spans if s.kind == "CONSUMER"]) == count
+
+    spans = _wait_for_trace(receiver, delayed, processed(1))
+    create = _only(spans, "PRODUCER", "create default")
+    process = _only(spans, "CONSUMER", "process default")
+    assert process.parent_id == create.span_id
+    # Held in the database until due, then published by the relay in the worker.
+    send = _only(spans, "PRODUCER", "send default")
+    assert send.service == "jobstack-worker" and send.parent_id == create.span_id
+
+    spans = _wait_for_trace(receiver, failing, processed(2))
+    print(print_trace(spans))
+    create = _only(spans, "PRODUCER", "create default")
+    attempts = [span for span in spans if span.kind == "CONSUMER"]
+    assert {span.parent_id for span in attempts} == {create.span_id}
+    assert sorted(span.attributes["jobstack.attempt"] for span in attempts) == [1, 2]
+    failed = next(span for span in attempts if span.attributes["jobstack.attempt"] == 1)
+    assert failed.attributes["jobstack.failed_for_good"] is True

@@ -29,6 +29,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(tracing, "ENABLED", True)
     monkeypatch.setattr(tracing, "_provider", provider)
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer(tracing.TRACER_NAME))
     monkeypatch.setattr(tracing, "_started_pid", os.getpid())
     yield exporter
     provider.shutdown()
@@ -65,6 +66,7 @@ def test_copies_of_a_message_keep_the_context_of_its_creation(
 ) -> None:
     middleware, broker, original = JobTracing(), StubBroker(), _tick()
     middleware.before_enqueue(broker, original, None)
+    middleware.after_enqueue(broker, original, None)
     created = dict(original.options[tracing.TRACE_OPTION])
     # A retry as Dramatiq sends it: to the delay queue, then to the queue itself.
     for copy in (
@@ -78,9 +80,10 @@ def test_copies_of_a_message_keep_the_context_of_its_creation(
     assert len(_named(spans, "create default")) == 1
     create = _named(spans, "create default")[0]
     sends = _named(spans, "send default")
-    assert len(sends) == 2
+    assert len(sends) == 3
     assert {span.parent.span_id for span in sends if span.parent} == {create.context.span_id}
-    assert all(span.attributes and span.attributes["jobstack.delayed"] for span in sends)
+    retries = sends[1:]
+    assert all(span.attributes and span.attributes["jobstack.delayed"] for span in retries)
 
 
 def test_sql_outside_any_span_is_not_recorded_but_sql_inside_one_is(
@@ -114,3 +117,61 @@ def test_with_tracing_off_nothing_is_added_to_the_worker(
     assert not tracing.tracing_configured(
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}
     )
+
+
+def test_a_publish_tried_again_ends_the_span_of_the_failed_try(
+    spans: InMemorySpanExporter,
+) -> None:
+    middleware, broker, message = JobTracing(), StubBroker(), _tick()
+    # Dramatiq's RabbitMQ enqueue emits before_enqueue again when it retries after a
+    # lost connection; only the second try is confirmed.
+    middleware.before_enqueue(broker, message, None)
+    middleware.before_enqueue(broker, message, None)
+    middleware.after_enqueue(broker, message, None)
+
+    sends = _named(spans, "send default")
+    assert [span.status.status_code.name for span in sends] == ["ERROR", "UNSET"]
+
+
+def test_an_attempt_that_never_started_has_no_attempt_number(
+    spans: InMemorySpanExporter,
+) -> None:
+    from dramatiq.broker import MessageProxy
+
+    from app.messages import ATTEMPTS_OPTION
+
+    middleware, broker = JobTracing(), StubBroker()
+    started = MessageProxy(_tick().copy(options={ATTEMPTS_OPTION: 1}))
+    middleware.before_process_message(broker, started)
+    started.options[ATTEMPTS_OPTION] = 2  # What Tracking does when it starts attempt 2.
+    middleware.after_process_message(broker, started, result=None)
+    unstarted = MessageProxy(_tick().copy(options={ATTEMPTS_OPTION: 1}))
+    middleware.before_process_message(broker, unstarted)
+    # The database was unreachable: Tracking started nothing.
+    middleware.after_process_message(broker, unstarted, exception=RuntimeError("db down"))
+
+    first, second = _named(spans, "process default")
+    assert first.attributes and first.attributes["jobstack.attempt"] == 2
+    assert second.attributes and "jobstack.attempt" not in second.attributes
+
+
+def test_sql_is_traced_inside_a_span_and_left_alone_outside_one(
+    spans: InMemorySpanExporter,
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    from app.observability.sql_tracing import trace_sql
+
+    engine = create_engine("sqlite://")
+    trace_sql(tracing.tracer(), engine)
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))  # A background thread's statement.
+        with tracing.tracer().start_as_current_span("process default"):
+            connection.execute(text("SELECT 2"))
+
+    finished = spans.get_finished_spans()
+    sql = [span for span in finished if span.kind is SpanKind.CLIENT]
+    assert len(sql) == 1
+    assert sql[0].attributes and sql[0].attributes["db.statement"] == "SELECT 2"
+    (process,) = _named(spans, "process default")
+    assert sql[0].parent is not None and sql[0].parent.span_id == process.context.span_id

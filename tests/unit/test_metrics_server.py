@@ -47,6 +47,21 @@ def test_the_first_worker_process_of_a_command_empties_the_folder(tmp_path: Path
     assert not (folder / "counter_1.db").exists()
 
 
+def test_a_second_command_joins_the_folder_of_a_running_one(tmp_path: Path) -> None:
+    folder = tmp_path / "metrics"
+    running = metrics_dir.this_command()  # This test's parent: it runs.
+    assert metrics_dir.claim(str(folder), running)
+    (folder / "counter_1.db").write_bytes(b"x")
+    # Another dramatiq command on the host while the first still runs: it joins.
+    assert not metrics_dir.claim(str(folder), "4194000:1")
+    assert (folder / "counter_1.db").exists()
+    # Once both are gone (4194000 is no process here), the next command empties it.
+    assert not metrics_dir.claim(str(folder), running)
+    (folder / ".owner").write_text("4194000:1\n4194001:5")
+    assert metrics_dir.claim(str(folder), "4194002:9")
+    assert not (folder / "counter_1.db").exists()
+
+
 def test_a_worker_process_belongs_to_its_parents_command() -> None:
     child = subprocess.run(
         [

@@ -144,8 +144,11 @@ def test_a_duplicate_message_is_skipped_without_a_duration(counted: Counted) -> 
     assert counted.value("jobstack_jobs_in_progress", **labels) == 0
 
 
-def test_a_message_skipped_after_its_start_leaves_nothing_in_progress(counted: Counted) -> None:
-    # AgeLimit, after this middleware, skips a message past its max_age.
+def test_a_message_failed_by_a_skip_after_its_start_counts_as_failed_with_nothing_in_progress(
+    counted: Counted,
+) -> None:
+    # AgeLimit, after this middleware, fails and skips a message past its max_age: the
+    # job ends failed, as its record and Sentry say.
     counted.broker.enqueue(
         Message(
             queue_name="default",
@@ -158,7 +161,8 @@ def test_a_message_skipped_after_its_start_leaves_nothing_in_progress(counted: C
     )
     counted.drain()
 
-    assert counted.attempts("m.echo", "skipped") == 1
+    assert counted.attempts("m.echo", "failed") == 1
+    assert counted.attempts("m.echo", "skipped") == 0
     labels = {"queue": "default", "actor": "m.echo"}
     assert counted.value("jobstack_jobs_in_progress", **labels) == 0
     assert counted.value("jobstack_job_duration_seconds_count", **labels) == 0
