@@ -40,7 +40,7 @@ from app.errors import JobCancelled
 from app.observability import metrics_dir
 
 if TYPE_CHECKING:
-    from app.observability.worker_metrics import WorkerMetrics
+    from app.observability.worker_metrics import JobSeries, WorkerMetrics
 
 #: Message option: when the message became ready to run, in milliseconds since the epoch.
 READY_AT_OPTION = "jobstack_ready_at"
@@ -74,6 +74,8 @@ class JobMetrics(Middleware):
         # by the worker, they keep their due time as their ready time.
         self._delayed: set[str] = set()
         self._delayed_lock = threading.Lock()
+        # (queue, actor): its metrics' children; as many as queues × actors.
+        self._series: dict[tuple[str, str], JobSeries] = {}
 
     @property
     def forks(self) -> list[Callable[[], int]]:
@@ -118,11 +120,11 @@ class JobMetrics(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         if self._metrics is None:
             return
-        labels = _labels(message)
+        series = self._series_of(message)
         ready_at = message.options.get(READY_AT_OPTION) or message.message_timestamp
         wait = time.time() - ready_at / 1000
-        self._metrics.queue_wait.labels(*labels).observe(max(0.0, wait))
-        self._metrics.in_progress.labels(*labels).inc()
+        series.queue_wait.observe(max(0.0, wait))
+        series.in_progress.inc()
         self._local.started = time.monotonic()
 
     def after_process_message(
@@ -155,18 +157,26 @@ class JobMetrics(Middleware):
         self._local.started = None
         if self._metrics is None:
             return
-        labels = _labels(message)
+        series = self._series_of(message)
         if started is not None:
-            self._metrics.in_progress.labels(*labels).dec()
+            series.in_progress.dec()
             if not skipped:
-                self._metrics.duration.labels(*labels).observe(time.monotonic() - started)
+                series.duration.observe(time.monotonic() - started)
         elif not skipped:
             # Tracking could not start the job (database unreachable): nothing ran, and
             # Retries schedules the message again. Not an attempt.
             return
-        self._metrics.attempts.labels(*labels, outcome).inc()
+        series.attempt_ended(outcome)
 
+    def _series_of(self, message: MessageProxy) -> JobSeries:
+        """The metrics of the message's queue (without its .DQ, where a delayed message
+        comes from) and actor."""
+        key = (q_name(message.queue_name), message.actor_name)
+        series = self._series.get(key)
+        if series is None:
+            from app.observability.worker_metrics import JobSeries
 
-def _labels(message: MessageProxy) -> tuple[str, str]:
-    """queue and actor: the queue without its .DQ, where a delayed message comes from."""
-    return q_name(message.queue_name), message.actor_name
+            assert self._metrics is not None
+            # Two threads may both make it: the same children, so either is right.
+            series = self._series[key] = JobSeries(self._metrics, *key)
+        return series
