@@ -48,7 +48,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100, help="jobs/s for the latency run")
     parser.add_argument("--seconds", type=float, default=10, help="length of the latency run")
     parser.add_argument(
-        "--observed-pairs", type=int, default=3, help="off/on runs compared for observability"
+        "--observed-rounds", type=int, default=3, help="rounds of off/on runs compared"
     )
     parser.add_argument(
         "--metrics-port", type=int, default=19191, help="worker metrics port (observed run)"
@@ -70,7 +70,7 @@ def main() -> None:
             args.t,
             work,
             first_off=drains[1],
-            pairs=args.observed_pairs,
+            rounds=args.observed_rounds,
             metrics_port=args.metrics_port,
         )
         drains.append(observing.pop("first_on"))
@@ -85,7 +85,7 @@ def main() -> None:
     postgres = drains[1]
     summary = {
         "drain_ratio_postgres": postgres["ratio_vs_bare"],
-        "observability_cost": observing["slowdown"],
+        "observability_cost": observing["slowdown"]["traces+metrics"],
         "batch_per_second": batch["per_second"],
         "single_per_second": single["per_second"],
         "latency_p50_ms": latency["p50_ms"],
@@ -132,18 +132,21 @@ def _print(results: Results) -> None:
             f" {f'{cpu:.2f} ms' if cpu is not None else '':>8}"
         )
     seen = results.observability
-
-    def runs(key: str, unit: str) -> str:
-        return ", ".join(f"{value:.{0 if unit == 'jobs/s' else 2}f}" for value in seen[key])
-
     print(
-        f"\ntraces+metrics on vs off (PostgreSQL, {len(seen['on_per_second'])} alternating pairs,"
-        " medians):"
-        f"\n  drain jobs/s   off {runs('off_per_second', 'jobs/s')}"
-        f"  on {runs('on_per_second', 'jobs/s')}  -> {100 * seen['slowdown']:.1f} % slower"
-        f"\n  worker CPU ms/job  off {runs('off_cpu_ms_per_job', 'ms')}"
-        f"  on {runs('on_cpu_ms_per_job', 'ms')}  -> {100 * seen['cpu_increase']:+.1f} %"
+        f"\nobservability on vs off (PostgreSQL, {len(seen['per_second']['off'])} rounds, medians)"
     )
+    print(f"  {'worker':<20} {'drain jobs/s (each run)':<28} {'CPU ms/job (each run)':<24} cost")
+    for label, rates in seen["per_second"].items():
+        cpus = seen["cpu_ms_per_job"][label]
+        each_rate = ", ".join(f"{value:.0f}" for value in rates)
+        each_cpu = ", ".join(f"{value:.2f}" for value in cpus)
+        cost = (
+            f"{100 * seen['slowdown'][label]:.1f} % slower,"
+            f" {100 * seen['cpu_increase'][label]:+.1f} % CPU"
+            if label in seen["slowdown"]
+            else ""
+        )
+        print(f"  {label:<20} {each_rate:<28} {each_cpu:<24} {cost}")
     print("\nsubmission through the API (gunicorn, PostgreSQL)")
     for row in (single, batch):
         print(

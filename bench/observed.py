@@ -46,6 +46,17 @@ def observability_on(work: Path, metrics_port: int) -> Iterator[dict[str, str]]:
         server.server_close()
 
 
+#: The variants compared with observability off: everything on, and the same with one
+#: trace in ten kept (OpenTelemetry's own sampler setting).
+VARIANTS = {
+    "traces+metrics": {},
+    "traces 10%+metrics": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+}
+
+
 def compare(
     total: int,
     processes: int,
@@ -53,41 +64,39 @@ def compare(
     work: Path,
     *,
     first_off: dict[str, Any],
-    pairs: int,
+    rounds: int,
     metrics_port: int,
 ) -> dict[str, Any]:
-    """jobstack on PostgreSQL with observability off and on, alternating, ``pairs`` times
-    (``first_off`` is the first "off" run): medians of the drain rate and of the worker's
-    CPU per job. On a shared 2-core machine one pair can differ by 30 % either way; the
-    CPU per job moves far less."""
+    """jobstack on PostgreSQL with observability off and in each of :data:`VARIANTS`, in
+    turn, ``rounds`` times (``first_off`` is the first "off" run): medians of the drain
+    rate and of the worker's CPU per job. On a shared 2-core machine one run can differ
+    from the next by 30 % either way; the CPU per job moves less."""
     from bench import drain
 
-    offs, ons = [first_off], []
+    runs: dict[str, list[dict[str, Any]]] = {"off": [first_off]}
     with observability_on(work, metrics_port) as environment:
-        for index in range(pairs):
+        for index in range(rounds):
             if index > 0:
-                offs.append(drain.jobstack("postgres", total, processes, threads, work))
-            ons.append(
-                drain.jobstack(
-                    "postgres",
-                    total,
-                    processes,
-                    threads,
-                    work,
-                    worker_env=environment,
-                    label="traces+metrics",
+                runs["off"].append(drain.jobstack("postgres", total, processes, threads, work))
+            for label, extra in VARIANTS.items():
+                runs.setdefault(label, []).append(
+                    drain.jobstack(
+                        "postgres",
+                        total,
+                        processes,
+                        threads,
+                        work,
+                        worker_env={**environment, **extra},
+                        label=label,
+                    )
                 )
-            )
-    off_rate = statistics.median(row["per_second"] for row in offs)
-    on_rate = statistics.median(row["per_second"] for row in ons)
-    off_cpu = statistics.median(row["worker_cpu_ms_per_job"] for row in offs)
-    on_cpu = statistics.median(row["worker_cpu_ms_per_job"] for row in ons)
+    rates = {label: [row["per_second"] for row in rows] for label, rows in runs.items()}
+    cpus = {label: [row["worker_cpu_ms_per_job"] for row in rows] for label, rows in runs.items()}
+    off_rate, off_cpu = statistics.median(rates["off"]), statistics.median(cpus["off"])
     return {
-        "off_per_second": [row["per_second"] for row in offs],
-        "on_per_second": [row["per_second"] for row in ons],
-        "off_cpu_ms_per_job": [row["worker_cpu_ms_per_job"] for row in offs],
-        "on_cpu_ms_per_job": [row["worker_cpu_ms_per_job"] for row in ons],
-        "slowdown": 1 - on_rate / off_rate,
-        "cpu_increase": on_cpu / off_cpu - 1,
-        "first_on": ons[0],
+        "per_second": rates,
+        "cpu_ms_per_job": cpus,
+        "slowdown": {label: 1 - statistics.median(rates[label]) / off_rate for label in VARIANTS},
+        "cpu_increase": {label: statistics.median(cpus[label]) / off_cpu - 1 for label in VARIANTS},
+        "first_on": runs["traces+metrics"][0],
     }
