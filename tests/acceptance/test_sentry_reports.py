@@ -13,6 +13,7 @@ import pytest
 from app.jobs import get_job, submit
 from app.tokens import create_token
 from tests.acceptance.conftest import BIN, WorkerProcess
+from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.sentry_receiver import SentryReceiver, tags
 from tests.support.served_api import ServedApi
 from tests.support.waiting import wait_for_state, wait_until
@@ -117,3 +118,30 @@ def test_a_poison_message_is_one_event_sent_when_it_is_dead_lettered(
         "tenant": "default",
         "correlation_id": "sentry-poison",
     }
+
+
+def test_with_tracing_on_the_event_names_the_trace_of_its_job(
+    start_worker: Callable[..., WorkerProcess],
+    clean_db: str,
+    tmp_path: Path,
+    receiver: SentryReceiver,
+) -> None:
+    with OtlpReceiver().running() as traces:
+        env = {"SENTRY_DSN": receiver.dsn, **traces.environment()}
+        worker = start_worker(env=env)
+        api = ServedApi(BIN, tmp_path / "api-traced.log", env)
+        try:
+            token = create_token("acme", {"jobs:write"})
+            body = {"actor": "diagnostics.fail", "kwargs": {"times": 5}, "max_retries": 0}
+            failing = _submit(api, token, body, "sentry-traced")
+            assert wait_for_state(failing, timeout=30).state == "failed"
+            wait_until(lambda: receiver.events_of(failing), 15, "the failed job's event")
+            spans = wait_until(lambda: traces.trace_of(failing), 15, "the job's trace")
+        finally:
+            worker.stop()
+            api.stop()
+
+    [event] = receiver.events_of(failing)
+    # The event leads to the job's trace: the API request, its creation, the attempt.
+    assert tags(event)["trace_id"] == spans[0].trace_id
+    assert {span.name for span in spans} >= {"POST /v1/jobs", "create default", "process default"}
