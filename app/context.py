@@ -27,6 +27,8 @@ class JobContext:
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     #: Whether the job was interrupted after the grace period instead of stopping itself.
     cancel_forced: bool = False
+    #: Set when the job stopped at a checkpoint: there is nothing left to interrupt.
+    stopped: threading.Event = field(default_factory=threading.Event)
     _last_progress: float = field(default=float("-inf"), repr=False)
 
     def checkpoint(self) -> None:
@@ -36,6 +38,9 @@ class JobContext:
         choosing, instead of being interrupted wherever it is after the grace period.
         """
         if self.cancel_requested.is_set():
+            # Before raising: the forced interruption, due when the grace period ends,
+            # must not land in the hooks that record this stop (it would kill the thread).
+            self.stopped.set()
             raise JobCancelled(f"job {self.id} was cancelled")
 
     def progress(self, percent: int, message: str | None = None) -> None:

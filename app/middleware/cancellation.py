@@ -10,6 +10,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
 
 from app.context import current_job_or_none
+from app.errors import JobCancelled
 from app.operations.cancellation import CancelPoller, ControlListener, RunningJobs
 
 
@@ -50,7 +51,15 @@ class Cancellation(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        forced = self.running.remove(message.message_id)
+        while True:
+            try:
+                forced = self.running.remove(message.message_id)
+                break
+            except JobCancelled:
+                # The forced interruption, raised just as the job ended on its own, landed
+                # here: the job is over, and an exception escaping an after-hook would end
+                # the worker thread. Remove it again (the interruption comes only once).
+                continue
         job = current_job_or_none()
         if forced and job is not None:
             job.cancel_forced = True

@@ -76,8 +76,9 @@ class RunningJobs:
 
     def _force(self, job_id: str, running: _Running) -> None:
         with self._lock:
-            # Only the same run of the job: the thread may have moved on to other work.
-            if self._jobs.get(job_id) is not running:
+            # Only the same run of the job, still running: the thread may have moved on to
+            # other work, or the job may have stopped at its checkpoint just now.
+            if self._jobs.get(job_id) is not running or running.context.stopped.is_set():
                 return
             running.forced = True
             logger.warning("Job %s ignored its cancellation; interrupting it.", job_id)
