@@ -17,6 +17,8 @@ from tests.support.waiting import wait_until
 
 #: Where Debian's package puts it; PATH wins.
 DEFAULT_BINARY = "/usr/bin/prometheus"
+#: Ports tried before giving up on a Prometheus that cannot bind its address.
+BIND_ATTEMPTS = 3
 
 
 class RunningPrometheus:
@@ -37,8 +39,21 @@ class RunningPrometheus:
         }
         # JSON is YAML: no YAML library needed.
         (folder / "prometheus.yml").write_text(json.dumps(config))
-        self.port = free_port()
         self.log = folder / "prometheus.log"
+        # A free port can be taken by another process's connection before Prometheus
+        # binds it (seen in CI): start again on another one.
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            self.port = free_port()
+            self._start(binary, folder)
+            try:
+                wait_until(self._ready, 30, "Prometheus to be ready")
+                return
+            except BaseException:
+                self.stop()
+                if attempt == BIND_ATTEMPTS or "address already in use" not in self._log_text():
+                    raise
+
+    def _start(self, binary: str, folder: Path) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
@@ -50,11 +65,9 @@ class RunningPrometheus:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        try:
-            wait_until(self._ready, 30, "Prometheus to be ready")
-        except BaseException:
-            self.stop()
-            raise
+
+    def _log_text(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:

@@ -164,10 +164,13 @@ def test_sql_is_traced_inside_a_span_and_left_alone_outside_one(
 
     engine = create_engine("sqlite://")
     trace_sql(tracing.tracer(), engine)
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))  # A background thread's statement.
-        with tracing.tracer().start_as_current_span("process default"):
-            connection.execute(text("SELECT 2"))
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))  # A background thread's statement.
+            with tracing.tracer().start_as_current_span("process default"):
+                connection.execute(text("SELECT 2"))
+    finally:
+        engine.dispose()  # Python 3.13 warns of a connection left to the collector.
 
     finished = spans.get_finished_spans()
     sql = [span for span in finished if span.kind is SpanKind.CLIENT]
