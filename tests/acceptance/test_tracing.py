@@ -45,6 +45,22 @@ def serve(clean_db: str, tmp_path: Path) -> Iterator[Callable[[dict[str, str]], 
         api.stop()
 
 
+@pytest.fixture
+def traced_api(
+    receiver: OtlpReceiver,
+    serve: Callable[[dict[str, str]], ServedApi],
+    start_worker: Callable[..., WorkerProcess],
+) -> ServedApi:
+    """A worker and the API, both sending their spans to ``receiver``."""
+    start_worker(receiver.environment())
+    return serve(receiver.environment())
+
+
+def _attempts(count: int) -> Callable[[list[ReceivedSpan]], bool]:
+    """Whether a trace holds ``count`` process spans."""
+    return lambda spans: len([span for span in spans if span.kind == "CONSUMER"]) == count
+
+
 def _submit(api: ServedApi, auth: dict[str, str], body: dict[str, Any], cid: str) -> str:
     status, _headers, job = api.call("POST", "/v1/jobs", body, {**auth, "X-Correlation-ID": cid})
     assert status == 202, job
@@ -183,21 +199,13 @@ def test_a_job_the_relay_publishes_later_continues_the_trace_of_its_submission(
 
 
 def test_a_job_that_fails_once_has_two_process_spans_in_one_trace(
-    receiver: OtlpReceiver,
-    serve: Callable[[dict[str, str]], ServedApi],
-    auth: dict[str, str],
-    start_worker: Callable[..., WorkerProcess],
+    receiver: OtlpReceiver, traced_api: ServedApi, auth: dict[str, str]
 ) -> None:
-    env = receiver.environment()
-    start_worker(env)
-    api = serve(env)
+    api = traced_api
     job_id = _submit(api, auth, {"actor": "diagnostics.fail", "kwargs": {"times": 1}}, "two-tries")
     _wait_for_state(api, auth, job_id, "succeeded")
 
-    def two_attempts(spans: list[ReceivedSpan]) -> bool:
-        return len([span for span in spans if span.kind == "CONSUMER"]) == 2
-
-    spans = _wait_for_trace(receiver, job_id, two_attempts)
+    spans = _wait_for_trace(receiver, job_id, _attempts(2))
     print(print_trace(spans))
     create = _only(spans, "PRODUCER", "create default")
     attempts = sorted(
@@ -218,14 +226,9 @@ def test_a_job_that_fails_once_has_two_process_spans_in_one_trace(
 
 
 def test_a_delayed_job_and_a_job_retried_by_hand_continue_the_trace_of_their_submission(
-    receiver: OtlpReceiver,
-    serve: Callable[[dict[str, str]], ServedApi],
-    auth: dict[str, str],
-    start_worker: Callable[..., WorkerProcess],
+    receiver: OtlpReceiver, traced_api: ServedApi, auth: dict[str, str]
 ) -> None:
-    env = receiver.environment()
-    start_worker(env)
-    api = serve(env)
+    api = traced_api
     # Published by the relay when due, from the row.
     delayed = _submit(
         api, auth, {"actor": "diagnostics.echo", "kwargs": {"value": 2}, "delay_ms": 1500}, "later"
@@ -243,10 +246,7 @@ def test_a_delayed_job_and_a_job_retried_by_hand_continue_the_trace_of_their_sub
     _wait_for_state(api, auth, failing, "succeeded")
     _wait_for_state(api, auth, delayed, "succeeded")
 
-    def processed(count: int) -> Callable[[list[ReceivedSpan]], bool]:
-        return lambda spans: len([s for s in spans if s.kind == "CONSUMER"]) == count
-
-    spans = _wait_for_trace(receiver, delayed, processed(1))
+    spans = _wait_for_trace(receiver, delayed, _attempts(1))
     create = _only(spans, "PRODUCER", "create default")
     process = _only(spans, "CONSUMER", "process default")
     assert process.parent_id == create.span_id
@@ -254,7 +254,7 @@ def test_a_delayed_job_and_a_job_retried_by_hand_continue_the_trace_of_their_sub
     send = _only(spans, "PRODUCER", "send default")
     assert send.service == "jobstack-worker" and send.parent_id == create.span_id
 
-    spans = _wait_for_trace(receiver, failing, processed(2))
+    spans = _wait_for_trace(receiver, failing, _attempts(2))
     print(print_trace(spans))
     create = _only(spans, "PRODUCER", "create default")
     attempts = [span for span in spans if span.kind == "CONSUMER"]
