@@ -31,6 +31,7 @@ class SleepArgs(Schema):
 class FailArgs(Schema):
     times = fields.Integer(required=True, validate=validate.Range(0, 1000))
     permanent = fields.Boolean()
+    message = fields.String(validate=validate.Length(max=1000))
 
 
 @dramatiq.actor(actor_name="diagnostics.noop", public=True, schema=NoArgs)
@@ -62,13 +63,14 @@ def sleep(seconds: float) -> float:
     min_backoff=FAST_MIN_BACKOFF_MS,
     max_backoff=FAST_MAX_BACKOFF_MS,
 )
-def fail(times: int, permanent: bool = False) -> int:
+def fail(times: int, permanent: bool = False, message: str | None = None) -> int:
     """Raise on the first ``times`` attempts and succeed on attempt ``times + 1``.
 
-    With ``permanent`` the error is a PermanentError, which is never retried.
+    With ``permanent`` the error is a PermanentError, which is never retried; ``message``
+    is what the error says (by default, which attempt failed).
     """
     attempt = current_job().attempt
     if attempt <= times:
         error = PermanentError if permanent else RuntimeError
-        raise error(f"diagnostics.fail: attempt {attempt} fails ({times} planned)")
+        raise error(message or f"diagnostics.fail: attempt {attempt} fails ({times} planned)")
     return attempt

@@ -17,8 +17,8 @@ OPENAPI_CONFIG = {
     "OPENAPI_VERSION": "3.0.3",
     "OPENAPI_URL_PREFIX": "/",
     "OPENAPI_JSON_PATH": "openapi.json",
-    "OPENAPI_SWAGGER_UI_PATH": "/docs",
-    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    # /docs is api.docs_assets' page (Swagger UI from the pinned swagger-ui-bundle package).
+    "OPENAPI_SWAGGER_UI_PATH": None,
     "API_SPEC_OPTIONS": {
         "security": [{"bearerAuth": []}],
         "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
@@ -26,6 +26,8 @@ OPENAPI_CONFIG = {
 }
 
 
+#: The blueprint of the operator dashboard (HTML pages and form posts, not JSON).
+DASHBOARD = "dashboard"
 #: Endpoints that take multipart file uploads instead of JSON.
 UPLOAD_ENDPOINTS = {"ingest.Uploads", "datasets.DatasetUpload"}
 
@@ -42,7 +44,18 @@ def _refuse_nul_characters(pairs: Iterable[tuple[str | None, str | None]], what:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the API; ``config`` overrides Flask settings (tests)."""
     import actors  # noqa: F401  (the API submits to the actors registered on the broker)
-    from api import catalog, correlation, datasets, dead_letters, events, health, ingest, jobs
+    from api import (
+        catalog,
+        correlation,
+        dashboard,
+        datasets,
+        dead_letters,
+        events,
+        health,
+        ingest,
+        jobs,
+    )
+    from api.docs_assets import blp as docs_blueprint
     from api.errors import JobstackApi, register_domain_errors
     from api.limits import refuse_unreadable_json
 
@@ -70,6 +83,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             for name, upload in request.files.items(multi=True):
                 _refuse_nul_characters([(name, upload.filename)], "file name of field")
             return
+        if request.blueprint == DASHBOARD:
+            # The dashboard's forms post form fields (checked by its own views).
+            _refuse_nul_characters(request.form.items(multi=True), "form field")
+            return
         has_body = bool(request.content_length) or "chunked" in request.headers.get(
             "Transfer-Encoding", ""
         )
@@ -88,5 +105,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
+    app.register_blueprint(docs_blueprint)
+    dashboard.init_app(app)
     instrument_api(app, load_settings())
     return app

@@ -163,6 +163,29 @@ class Settings:
     """How long the API reuses the numbers behind ``/metrics`` (one query for many
     scrapers)."""
 
+    dashboard_session_hours: float = 8.0
+    """How long a dashboard sign-in lasts; then the operator signs in again."""
+
+    dashboard_refresh_seconds: float = 2.0
+    """How often an open dashboard page is re-read and, when it changed, sent to the
+    browser (a job's own page: twice as often)."""
+
+    dashboard_bulk_max: int = 10_000
+    """Most jobs one bulk action (retry or cancel what a filter matches) may move."""
+
+    trace_url_template: str = ""
+    """Link from a job's page to its trace, e.g. ``http://jaeger:16686/trace/{trace_id}``
+    (``{trace_id}``, ``{job_id}``); empty: no link."""
+
+    sentry_url_template: str = ""
+    """Link from a job's page to its error reports, e.g.
+    ``https://sentry.example/organizations/acme/issues/?query=job_id:{job_id}``; empty: no
+    link."""
+
+    rabbitmq_ui_url: str = ""
+    """RabbitMQ's management UI, linked from the Queues page; empty: the broker's host on
+    port 15672."""
+
     log_level: str = "INFO"
     """Log level of jobstack's processes."""
 

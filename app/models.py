@@ -1,7 +1,8 @@
 """SQLAlchemy models: every table of the job database.
 
-The core's (jobs, job_events, api_tokens, workers, leases, webhook_secrets) and the
-shipped workloads' (health_checks, ingestion_runs, conf_stanzas, datasets, name_records).
+The core's (jobs, job_events, api_tokens, workers, leases, webhook_secrets, audit_log,
+signing_keys) and the shipped workloads' (health_checks, ingestion_runs, conf_stanzas,
+datasets, name_records).
 A change here comes with its migration in ``app/migrations/versions``.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -134,6 +136,14 @@ class Job(Base):
         Index("ix_jobs_tenant_created_at", "tenant", "created_at", "id"),
         Index("ix_jobs_actor", "actor"),
         Index("ix_jobs_correlation_id", "correlation_id"),
+        # Listings across tenants (admins) and the dashboard's charts of finished jobs.
+        Index("ix_jobs_created_at", "created_at", "id"),
+        Index(
+            "ix_jobs_finished_at",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+            sqlite_where=text("finished_at IS NOT NULL"),
+        ),
         Index(
             "uq_jobs_active_unique_key",
             "tenant",
@@ -234,6 +244,9 @@ class Worker(Base):
     processed: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Worker threads of the process, and its resident memory at the last heartbeat.
+    threads: Mapped[int | None] = mapped_column(Integer)
+    rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class IngestionRun(Base):
@@ -378,3 +391,30 @@ class EventStream(Base):
         Index("ix_event_streams_token_id", "token_id"),
         Index("ix_event_streams_tenant", "tenant"),
     )
+
+
+class AuditEntry(Base):
+    """One operator action: who (token and tenant), what, on what, and how many jobs."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    token_id: Mapped[str] = mapped_column(String(36))
+    tenant: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(Text)
+    job_count: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+    __table_args__ = (Index("ix_audit_log_tenant_id", "tenant", "id"),)
+
+
+class SigningKey(Base):
+    """A secret made once and shared by every API process (the dashboard's session key)."""
+
+    __tablename__ = "signing_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

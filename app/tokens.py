@@ -154,3 +154,23 @@ def _look_up(digest: str) -> Principal | None:
     if row is None:
         return None
     return Principal(token_id=row.id, tenant=row.tenant, scopes=row.scope_set)
+
+
+def principal_by_id(token_id: str) -> Principal | None:
+    """The principal of the unrevoked token with this id (a dashboard session names its
+    token by id); None once it is revoked. Cached like :func:`authenticate`."""
+    key = f"id:{token_id}"
+    cached = verified_tokens.get(key)
+    if cached is not None:
+        return cached
+    with db.session_scope() as session:
+        row = session.scalars(
+            select(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+        ).one_or_none()
+    if row is None:
+        return None
+    principal = Principal(token_id=row.id, tenant=row.tenant, scopes=row.scope_set)
+    ttl = load_settings().token_cache_seconds
+    if ttl > 0:
+        verified_tokens.put(key, principal, ttl)
+    return principal

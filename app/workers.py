@@ -31,6 +31,8 @@ class Beat:
     running_job_ids: list[str]
     processed: int
     failed: int
+    threads: int | None = None
+    rss_bytes: int | None = None
 
 
 def record_beat(session: Session, beat: Beat) -> None:
@@ -45,6 +47,8 @@ def record_beat(session: Session, beat: Beat) -> None:
         "running_job_ids": beat.running_job_ids,
         "processed": beat.processed,
         "failed": beat.failed,
+        "threads": beat.threads,
+        "rss_bytes": beat.rss_bytes,
         "stopped_at": None,
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -72,6 +76,15 @@ def status(worker: Worker, gone_after: float) -> str:
     if utcnow() - worker.last_seen > timedelta(seconds=gone_after):
         return "gone"
     return "alive"
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory, from /proc (None where there is no /proc)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def list_workers(session: Session) -> list[Worker]:

@@ -16,6 +16,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from api import UPLOAD_ENDPOINTS, create_app
+from api.dashboard.session import session_principal
 from api.serving.access_log import AccessLog
 from api.serving.bodies import BufferedBodies
 from api.serving.handoff import StreamHandoff
@@ -42,6 +43,10 @@ def create_asgi_app(flask_app: Flask | None = None) -> ASGIApp:
     async def token_is_valid(token: str) -> bool:
         return await asyncio.to_thread(authenticate, token) is not None
 
+    async def session_is_valid(cookies: str) -> bool:
+        found = await asyncio.to_thread(session_principal, flask_app, cookies)
+        return found is not None
+
     wsgi = WSGIMiddleware(flask_app, workers=settings.api_threads)  # type: ignore[arg-type]
     return AccessLog(
         BufferedBodies(
@@ -49,5 +54,6 @@ def create_asgi_app(flask_app: Flask | None = None) -> ASGIApp:
             limit=limit,
             token_is_valid=token_is_valid,
             body_timeout=settings.api_body_timeout,
+            session_is_valid=session_is_valid,
         )
     )

@@ -2,7 +2,8 @@
 
 A client that sends its body a byte at a time then costs a coroutine, not a view thread.
 Whatever the method and path, before a byte of a body is read: a request without a valid
-token gets 401 (no endpoint takes a body from anonymous callers), one that frames its body
+token or dashboard session gets 401 (no endpoint takes a body from anonymous callers but
+the dashboard's sign-in form, up to :data:`SIGN_IN_MAX_BYTES`), one that frames its body
 both with Content-Length and Transfer-Encoding gets 400, one whose Content-Length is over
 its limit gets 413; a body that takes longer than the body timeout gets 408. The view then
 sees the body with its real Content-Length (a chunked body is de-chunked here). Bodies up to
@@ -23,9 +24,15 @@ from api.serving.types import ASGIApp, Message, Receive, Scope, Send
 
 IN_MEMORY = 1 << 20
 CHUNK = 1 << 16
+#: The one path that takes a body without credentials (an API token, in a form), and how
+#: large that body may be.
+SIGN_IN_PATH = "/sign-in"
+SIGN_IN_MAX_BYTES = 4096
 
 #: Whether a token is valid (run off the event loop: it may query the database).
 TokenCheck = Callable[[str], Awaitable[bool]]
+#: Whether a request's Cookie header holds a valid dashboard session (likewise).
+SessionCheck = Callable[[str], Awaitable[bool]]
 #: The largest body accepted for a method and path.
 BodyLimit = Callable[[str, str], int]
 
@@ -42,10 +49,12 @@ class BufferedBodies:
         limit: BodyLimit,
         token_is_valid: TokenCheck,
         body_timeout: float,
+        session_is_valid: SessionCheck | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
         self.token_is_valid = token_is_valid
+        self.session_is_valid = session_is_valid
         self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,12 +72,14 @@ class BufferedBodies:
         if (length_header is None or length_header.strip() == b"0") and not chunked:
             await self.app(scope, receive, send)  # No body.
             return
-        token = bearer_token(headers.get("authorization", b"").decode("latin-1"))
-        if token is None or not await self.token_is_valid(token):
+        limit = self.limit(scope["method"], scope["path"])
+        if scope["path"] == SIGN_IN_PATH:
+            limit = min(limit, SIGN_IN_MAX_BYTES)
+        elif not await self._has_credentials(scope["path"], headers):
+            token = bearer_token(headers.get("authorization", b"").decode("latin-1"))
             message = MISSING_TOKEN if token is None else UNKNOWN_TOKEN
             await _answer(send, 401, message, {"www-authenticate": 'Bearer realm="jobstack"'})
             return
-        limit = self.limit(scope["method"], scope["path"])
         try:
             declared = int(length_header) if length_header is not None else 0
         except ValueError:
@@ -98,6 +109,16 @@ class BufferedBodies:
             ]
             framed.append((b"content-length", str(size).encode()))
             await self.app({**scope, "headers": framed}, _replay(body, size, receive), send)
+
+    async def _has_credentials(self, path: str, headers: dict[str, bytes]) -> bool:
+        """A valid API token; or, outside the REST API (``/v1/``), a dashboard session."""
+        token = bearer_token(headers.get("authorization", b"").decode("latin-1"))
+        if token is not None:
+            return await self.token_is_valid(token)
+        cookies = headers.get("cookie")
+        if self.session_is_valid is None or cookies is None or path.startswith("/v1/"):
+            return False
+        return await self.session_is_valid(cookies.decode("latin-1"))
 
 
 async def _read_body(receive: Receive, into: IO[bytes], limit: int) -> int | None:

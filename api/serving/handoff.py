@@ -4,7 +4,8 @@ A view that opens a stream (:mod:`api.events`) answers with the stream's headers
 internal ``X-Jobstack-Stream`` header naming what to follow. This middleware removes that
 header, lets the view's thread go, and writes the stream itself: events as the hub
 delivers them, a keep-alive comment when idle, until the job has finished, the stream's
-time is up, its token is revoked or its client has gone.
+time is up, its token is revoked or its client has gone. A dashboard page's stream
+(``"kind": "page"``) is written by :mod:`api.serving.page_streams` instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 from typing import Any
 
 from api.serving.hub import Event, StreamHub, Subscription
+from api.serving.page_streams import stream_page
 from api.serving.types import ASGIApp, Message, Receive, Scope, Send
 from app.models import ADMIN_ONLY_JOB_FIELDS
 
@@ -78,7 +80,9 @@ class StreamHandoff:
             await send(message)
 
         await self.app(scope, receive, intercept)
-        if handoff is not None:
+        if handoff is not None and handoff.get("kind") == "page":
+            await stream_page(self.app, scope, handoff, receive, send)
+        elif handoff is not None:
             await self._stream(handoff, receive, send)
 
     async def _stream(self, handoff: dict[str, Any], receive: Receive, send: Send) -> None:

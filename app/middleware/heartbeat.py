@@ -13,7 +13,7 @@ from dramatiq.middleware import Middleware
 
 from app import db
 from app.timeutil import utcnow
-from app.workers import Beat, record_beat, record_stop, worker_id
+from app.workers import Beat, record_beat, record_stop, resident_bytes, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,12 @@ class WorkerHeartbeat(Middleware):
         self._thread: threading.Thread | None = None
         self._queues: list[str] = []
         self._started_at = utcnow()
+        self._threads: int | None = None
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self._started_at = utcnow()
+        self._threads = worker.worker_threads
         with self._lock:  # A new worker on this broker starts its own counts.
             self._running.clear()
             self._processed = self._failed = 0
@@ -87,6 +89,8 @@ class WorkerHeartbeat(Middleware):
                 running_job_ids=sorted(self._running),
                 processed=self._processed,
                 failed=self._failed,
+                threads=self._threads,
+                rss_bytes=resident_bytes(),
             )
 
     def _beat_forever(self) -> None:

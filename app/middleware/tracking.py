@@ -226,7 +226,10 @@ class Tracking(Middleware):
         elif message.failed:
             to_state, values, data = JobState.FAILED, _failure(exception), _failure_data(exception)
         else:
-            to_state, values, data = JobState.RETRYING, _retry(exception, message, eta), None
+            values = _retry(exception, message, eta)
+            # The next attempt overwrites the job's error: its event keeps this one's.
+            data = {key: values[key] for key in ("error_type", "error_message", "error_traceback")}
+            to_state = JobState.RETRYING
 
         # Logged while the job's context is still set, so the line carries its ids.
         logger.info(

@@ -37,6 +37,7 @@ class DeadLetterFilter:
     error_type: str | None = None
     failed_after: datetime | None = None
     failed_before: datetime | None = None
+    job_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class DeadLetter:
 
 def _matches(letter: DeadLetter, wanted: DeadLetterFilter) -> bool:
     checks = [
+        wanted.job_id is None or letter.job_id == wanted.job_id,
         wanted.actor is None or letter.actor == wanted.actor,
         wanted.queue is None or letter.queue == wanted.queue,
         wanted.error_type is None or letter.error_type == wanted.error_type,

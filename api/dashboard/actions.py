@@ -1,0 +1,290 @@
+"""What operators do from the dashboard: sign in and out, cancel and retry a job, retry
+what a filter or a failure group matches, re-drive dead letters.
+
+Every action that moves more than one job is shown first as a count ("this will retry
+132 jobs"), then done on a second, confirmed request; every action is written to the audit
+log with its count. Forms post back with the session's CSRF token (:mod:`access`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import dramatiq
+from flask import redirect, render_template, request
+
+from api.dashboard import job_search
+from api.dashboard.access import action, operator, refusal, viewer
+from api.dashboard.failure_groups import group_job_ids
+from api.dashboard.pages import bp
+from api.dashboard.session import csrf_is_valid, current_operator, sign_in, sign_out
+from app import audit, db
+from app.config import load_settings
+from app.errors import InvalidTransition, NotFound
+from app.operations import control
+from app.operations.dead_letters import DeadLetterFilter, process
+from app.timeutil import utcnow
+
+#: Dead letters one re-drive moves at most.
+REDRIVE_MAX = 10_000
+
+
+def _record(what: str, target: str | None, count: int, **detail: Any) -> None:
+    op = operator()
+    audit.record(
+        token_id=op.principal.token_id,
+        tenant=op.principal.tenant,
+        action=what,
+        target=target,
+        job_count=count,
+        detail=detail or None,
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path on this site only (never ``//host``)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+@bp.get("/sign-in")
+def sign_in_form() -> Any:
+    return render_template("sign_in.html", next=_safe_next(request.args.get("next")), op=None)
+
+
+@bp.post("/sign-in")
+def sign_in_submit() -> Any:
+    token = request.form.get("token", "")
+    found = sign_in(token) if token.strip() else None
+    if found is None:
+        message = (
+            "That API token is unknown or revoked." if token.strip() else "Enter an API token."
+        )
+        return render_template(
+            "sign_in.html", next=_safe_next(request.form.get("next")), error=message, op=None
+        ), 401
+    audit.record(
+        token_id=found.principal.token_id,
+        tenant=found.principal.tenant,
+        action="sign_in",
+        target=None,
+        job_count=0,
+    )
+    return redirect(_safe_next(request.form.get("next")), code=303)
+
+
+@bp.post("/sign-out")
+def sign_out_submit() -> Any:
+    found = current_operator()
+    if found is not None and not csrf_is_valid(found):
+        return refusal(403, "The form's CSRF token is missing or wrong: reload the page.")
+    sign_out()
+    return redirect("/sign-in", code=303)
+
+
+@bp.post("/jobs/<string:job_id>/cancel")
+@action()
+def cancel_job(job_id: str) -> Any:
+    try:
+        job = control.cancel(job_id, tenant=operator().tenant, reason="dashboard")
+    except NotFound:
+        return refusal(404, "No job with that id.")
+    except InvalidTransition as error:
+        return refusal(409, f"The job cannot be cancelled: it is {error.from_state}.")
+    _record("cancel", job_id, 1, state=job.state)
+    return redirect(f"/jobs/{job_id}", code=303)
+
+
+@bp.post("/jobs/<string:job_id>/retry")
+@action()
+def retry_job(job_id: str) -> Any:
+    try:
+        control.retry(job_id, tenant=operator().tenant)
+    except NotFound:
+        return refusal(404, "No job with that id.")
+    except InvalidTransition as error:
+        return refusal(409, f"The job cannot be retried: it is {error.from_state}.")
+    _record("retry", job_id, 1)
+    return redirect(f"/jobs/{job_id}", code=303)
+
+
+BULK_ACTIONS = {
+    "retry": ("Retry", tuple(s.value for s in control.RETRYABLE)),
+    "cancel": ("Cancel", tuple(s.value for s in control.CANCELLABLE)),
+}
+
+
+def _bulk_ids(verb: str, wanted: job_search.JobFilter) -> list[str]:
+    limit = load_settings().dashboard_bulk_max
+    with db.session_scope() as session:
+        return job_search.matching_ids(
+            session,
+            wanted,
+            tenant=operator().tenant,
+            state_in=BULK_ACTIONS[verb][1],
+            limit=limit + 1,
+        )
+
+
+def _outcome(verb: str, done: int, skipped: int) -> str:
+    later = f", {skipped} skipped (they changed meanwhile)" if skipped else ""
+    return f"{BULK_ACTIONS[verb][0]}: {done} jobs{later}."
+
+
+def _apply(verb: str, ids: list[str]) -> tuple[int, int]:
+    """Done and skipped (they changed state meanwhile, or vanished)."""
+    done = skipped = 0
+    tenant = operator().tenant
+    for job_id in ids:
+        try:
+            if verb == "retry":
+                control.retry(job_id, tenant=tenant)
+            else:
+                control.cancel(job_id, tenant=tenant, reason="dashboard")
+            done += 1
+        except (InvalidTransition, NotFound):
+            skipped += 1
+    return done, skipped
+
+
+@bp.route("/jobs/bulk", methods=["GET", "POST"])
+@viewer(page=True)
+def bulk() -> Any:
+    """GET: how many jobs the action would move (the dry run); POST: move them."""
+    source = request.args if request.method == "GET" else request.form
+    verb = source.get("action", "")
+    if verb not in BULK_ACTIONS:
+        return refusal(400, "Unknown bulk action: use retry or cancel.")
+    try:
+        wanted = job_search.JobFilter.from_args(source)
+    except job_search.FilterError as error:
+        return refusal(400, f"The filter cannot be used: {error}.")
+    if request.method == "POST":
+        return _bulk_post(verb, wanted)
+    if not operator().can_act:
+        return refusal(403, "This token may only read ('jobs:read'): it cannot act.")
+    ids = _bulk_ids(verb, wanted)
+    limit = load_settings().dashboard_bulk_max
+    return render_template(
+        "confirm.html",
+        op=operator(),
+        title=f"{BULK_ACTIONS[verb][0]} jobs",
+        count=min(len(ids), limit),
+        over_limit=len(ids) > limit,
+        verb=BULK_ACTIONS[verb][0],
+        what=wanted.describe(),
+        action_url="/jobs/bulk",
+        fields={**wanted.as_args(), "action": verb},
+        back=f"/jobs?{urlencode(wanted.as_args())}",
+    )
+
+
+@action()
+def _bulk_post(verb: str, wanted: job_search.JobFilter) -> Any:
+    ids = _bulk_ids(verb, wanted)[: load_settings().dashboard_bulk_max]
+    done, skipped = _apply(verb, ids)
+    _record(f"bulk_{verb}", wanted.describe(), done, skipped=skipped)
+    return render_template(
+        "done.html",
+        op=operator(),
+        title=f"{BULK_ACTIONS[verb][0]} jobs",
+        message=_outcome(verb, done, skipped),
+        back=f"/jobs?{urlencode(wanted.as_args())}",
+    )
+
+
+def _group_ids(error_type: str, frame: str) -> list[str]:
+    with db.session_scope() as session:
+        return group_job_ids(
+            session, tenant=operator().tenant, error_type=error_type, frame=frame, now=utcnow()
+        )
+
+
+@bp.route("/failures/retry", methods=["GET", "POST"])
+@viewer(page=True)
+def retry_group() -> Any:
+    source = request.args if request.method == "GET" else request.form
+    error_type, frame = source.get("error_type", "")[:255], source.get("frame", "")[:1000]
+    if request.method == "POST":
+        return _retry_group_post(error_type, frame)
+    if not operator().can_act:
+        return refusal(403, "This token may only read ('jobs:read'): it cannot act.")
+    ids = _group_ids(error_type, frame)
+    return render_template(
+        "confirm.html",
+        op=operator(),
+        title="Retry a failure group",
+        count=len(ids),
+        over_limit=False,
+        verb="Retry",
+        what=f"failed jobs with {error_type} at {frame}",
+        action_url="/failures/retry",
+        fields={"error_type": error_type, "frame": frame},
+        back="/failures",
+    )
+
+
+@action()
+def _retry_group_post(error_type: str, frame: str) -> Any:
+    ids = _group_ids(error_type, frame)
+    done, skipped = _apply("retry", ids)
+    _record("retry_group", f"{error_type} at {frame}", done, skipped=skipped)
+    return render_template(
+        "done.html",
+        op=operator(),
+        title="Retry a failure group",
+        message=_outcome("retry", done, skipped),
+        back="/failures",
+    )
+
+
+def _dead_letter_filter(source: Any) -> DeadLetterFilter | str:
+    queue = source.get("queue", "").strip()
+    if queue and queue not in dramatiq.get_broker().get_declared_queues():
+        return f"No queue named {queue!r}."
+    job_id = source.get("job", "").strip()[:36]
+    return DeadLetterFilter(queue=queue or None, job_id=job_id or None)
+
+
+@bp.route("/dead-letters/redrive", methods=["GET", "POST"])
+@viewer(page=True, admin=True)
+def redrive() -> Any:
+    source = request.args if request.method == "GET" else request.form
+    wanted = _dead_letter_filter(source)
+    if isinstance(wanted, str):
+        return refusal(400, wanted)
+    if request.method == "POST":
+        return _redrive_post(wanted)
+    found = process(dramatiq.get_broker(), wanted, redrive=False, limit=REDRIVE_MAX)
+    what = (
+        f"dead letters of job {wanted.job_id}"
+        if wanted.job_id
+        else (f"dead letters in {wanted.queue}" if wanted.queue else "every dead letter")
+    )
+    return render_template(
+        "confirm.html",
+        op=operator(),
+        title="Re-drive dead letters",
+        count=len(found),
+        over_limit=len(found) >= REDRIVE_MAX,
+        verb="Re-drive",
+        what=what,
+        action_url="/dead-letters/redrive",
+        fields={"queue": wanted.queue or "", "job": wanted.job_id or ""},
+        back="/dead-letters",
+    )
+
+
+@action(admin=True)
+def _redrive_post(wanted: DeadLetterFilter) -> Any:
+    moved = process(dramatiq.get_broker(), wanted, redrive=True, limit=REDRIVE_MAX)
+    _record("redrive", wanted.job_id or wanted.queue or "every queue", len(moved))
+    return render_template(
+        "done.html",
+        op=operator(),
+        title="Re-drive dead letters",
+        message=f"Re-driven: {len(moved)} dead letters.",
+        back="/dead-letters",
+    )
