@@ -80,6 +80,12 @@ def latency_chart(data: Throughput) -> Markup:
             x, y = LEFT + index * step, HEIGHT - BOTTOM - plot * value / peak
             path.append(f"{'L' if pen_down else 'M'}{x:.1f},{y:.1f}")
             pen_down = True
+            # A dot per bucket: a lone bucket between gaps is still seen.
+            tip = f"{data.buckets[index].start:%H:%M} UTC: {name} p95 {duration(value)}"
+            lines.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" class="dot {name}">'
+                f"<title>{escape(tip)}</title></circle>"
+            )
         if path:
             lines.append(f'<path d="{" ".join(path)}" class="line {name}"/>')
     labels = [f"{data.buckets[0].start:%H:%M}", "now"] if data.buckets else ["", ""]

@@ -25,9 +25,7 @@ def live() -> Any:
     if not source.startswith("/fragments/") or name not in PAGES or len(source) > MAX_SOURCE_CHARS:
         return refusal(400, "src must be the address of one of this dashboard's fragments")
     settings = load_settings()
-    interval = settings.dashboard_refresh_seconds
-    if name == "job":
-        interval /= 2  # A running job's progress is what its page is watched for.
+    interval = settings.dashboard_refresh_seconds * PAGES[name].refresh
     handoff = {
         "kind": "page",
         "src": source,

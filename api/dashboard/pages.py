@@ -48,6 +48,9 @@ class Page:
     title: str
     context: Callable[[MultiDict[str, str]], dict[str, Any]]
     admin: bool = False
+    #: How much more often (< 1) or less often (> 1) than the setting the page is
+    #: re-read while open.
+    refresh: float = 1.0
 
 
 def _cursor(args: MultiDict[str, str]) -> Any:
@@ -152,9 +155,11 @@ def audit_context(args: MultiDict[str, str]) -> dict[str, Any]:
 PAGES: dict[str, Page] = {
     "overview": Page("Overview", overview_context),
     "jobs": Page("Jobs", jobs_context),
-    "job": Page("Job", job_context),
+    # A running job's progress is what its page is watched for.
+    "job": Page("Job", job_context, refresh=0.5),
     "failures": Page("Failures", failures_context),
-    "dead-letters": Page("Dead letters", dead_letters_context, admin=True),
+    # Listing dead letters fetches them from RabbitMQ and puts them back.
+    "dead-letters": Page("Dead letters", dead_letters_context, admin=True, refresh=5.0),
     "queues": Page("Queues", queues_context, admin=True),
     "schedules": Page("Schedules", schedules_context),
     "workers": Page("Workers", workers_context, admin=True),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
 from dramatiq.message import generate_unique_id
@@ -13,23 +15,29 @@ from app.states import JobState
 from app.timeutil import utcnow
 
 
-def make_job(state: JobState = JobState.QUEUED, *, attempts: int = 0, actor: str = "t.x") -> str:
-    """Insert a job in ``state`` with its creation event; returns its id."""
+def make_job(
+    state: JobState = JobState.QUEUED, *, attempts: int = 0, actor: str = "t.x", **fields: Any
+) -> str:
+    """Insert a job in ``state`` with its creation event; returns its id. ``fields`` sets
+    other columns (``tenant``, ``error_message``, ``finished_at``…)."""
     now = utcnow()
     job_id = generate_unique_id()
     with db.session_scope() as session:
         session.add(
             Job(
-                id=job_id,
-                actor=actor,
-                queue="default",
-                args=[],
-                kwargs={},
-                state=state.value,
-                attempts=attempts,
-                created_at=now,
-                updated_at=now,
-                last_event_seq=1,
+                **{
+                    "id": job_id,
+                    "actor": actor,
+                    "queue": "default",
+                    "args": [],
+                    "kwargs": {},
+                    "state": state.value,
+                    "attempts": attempts,
+                    "created_at": now,
+                    "updated_at": now,
+                    "last_event_seq": 1,
+                    **fields,
+                }
             )
         )
         session.add(JobEvent(job_id=job_id, seq=1, at=now, kind="created", to_state=state.value))
