@@ -10,7 +10,7 @@ TOX_PATH := $(subst $(eval) ,:,$(strip $(PYTHON_BINS) $(PATH)))
 # Under CI=true a Python of the matrix that cannot be found fails the run.
 TOX_FLAGS := $(if $(filter true,$(CI)),--skip-missing-interpreters=false)
 
-.PHONY: install run test services lint typing clean bench bench-datasets observe
+.PHONY: install run test services lint typing clean bench bench-datasets bench-dashboard observe screenshots
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,16 @@ bench: install
 bench-datasets: install
 	infra/scripts/ensure-services rabbitmq postgres
 	JOBSTACK_TEST_DB=$${JOBSTACK_TEST_DB:-postgres} $(BIN)/pytest -m bench -s tests/bench
+
+# The dashboard's pages on 1,000,000 jobs: p95 per URL, and the plans of slow queries.
+bench-dashboard: install
+	infra/scripts/ensure-services rabbitmq postgres
+	$(BIN)/python -m bench.dashboard
+
+# PNGs of every dashboard page in docs/images/, from a throwaway stack, in Debian's Chromium.
+screenshots: install
+	infra/scripts/ensure-services rabbitmq
+	$(BIN)/python infra/scripts/screenshots.py
 
 # Prometheus with infra/prometheus's config and alerts against the running stack.
 observe:

@@ -41,6 +41,20 @@ def _link(template: str, job: Job, trace_id: str | None) -> str | None:
     return template.replace("{trace_id}", trace_id or "").replace("{job_id}", job.id)
 
 
+def _fold_progress(events: list[JobEvent]) -> tuple[list[JobEvent], int]:
+    """The timeline with only the newest progress report of each run of them (a job
+    reporting every second would bury its state changes), and how many were left out."""
+    kept: list[JobEvent] = []
+    folded = 0
+    for event in events:
+        if event.kind == "progress" and kept and kept[-1].kind == "progress":
+            kept[-1] = event
+            folded += 1
+        else:
+            kept.append(event)
+    return kept, folded
+
+
 def job_details(job_id: str, operator: Operator, settings: Settings) -> dict[str, Any]:
     with db.session_scope() as session:
         job = get_job(job_id, tenant=operator.tenant, session=session)
@@ -73,9 +87,11 @@ def job_details(job_id: str, operator: Operator, settings: Settings) -> dict[str
         errors = [AttemptError(e.attempt, e.error_type, e.message, None) for e in errors]
     trace_id = _trace_id(job)
     state = JobState(job.state)
+    timeline, folded = _fold_progress(events)
     return {
         "job": job,
-        "events": events,
+        "events": timeline,
+        "folded_progress": folded,
         "errors": errors,
         "hidden_fields": () if operator.is_admin else ADMIN_ONLY_JOB_FIELDS,
         "can_cancel": operator.can_act and (state in CANCELLABLE or state == JobState.RUNNING),
