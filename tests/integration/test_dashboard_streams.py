@@ -67,7 +67,7 @@ class _Events:
         self.response = self.connection.getresponse()
 
     def next(self) -> tuple[str, str]:
-        kind, data = "message", []
+        kind, data = "message", list[str]()
         while True:
             line = self.response.readline().decode()
             if line == "":
