@@ -22,11 +22,13 @@ import math
 import os
 import platform
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -46,6 +48,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1_000_000, help="rows in jobs")
     parser.add_argument("--requests", type=int, default=50, help="timed requests per URL")
     parser.add_argument("--keep", action="store_true", help="keep the database at the end")
+    parser.add_argument(
+        "--try-sql",
+        metavar="FILE",
+        help="SQL run after seeding, before measuring (a fix to try, e.g. an index)",
+    )
     return parser.parse_args()
 
 
@@ -54,6 +61,8 @@ class Statement:
     sql: str
     parameters: Any
     ms: float
+    #: The psycopg connection it ran on (to read that session's prepared statements).
+    connection: Any = None
 
 
 @dataclass
@@ -75,7 +84,8 @@ class SqlWatch:
         self.count += 1
         self.ms += elapsed
         if self.capturing:
-            self.captured.append(Statement(sql, parameters, elapsed))
+            dbapi = conn.connection.dbapi_connection
+            self.captured.append(Statement(sql, parameters, elapsed, dbapi))
 
     def reset(self) -> None:
         self.count, self.ms = 0, 0.0
@@ -88,6 +98,9 @@ class Row:
     samples_ms: list[float]
     sql_ms: list[float]
     statements: int
+    first_ms: float
+    first_sql_ms: float
+    first_statements: list[Statement] = field(default_factory=list, repr=False)
 
     def quantile(self, values: list[float], q: float) -> float:
         ordered = sorted(values)
@@ -122,6 +135,8 @@ class Row:
             "max_ms": round(self.max, 1),
             "sql_p50_ms": round(self.sql_p50, 1),
             "statements": self.statements,
+            "first_ms": round(self.first_ms, 1),
+            "first_sql_ms": round(self.first_sql_ms, 1),
             "ok": self.ok,
         }
 
@@ -192,7 +207,14 @@ def _urls(client: Any, samples: dict[str, str], tenant: bool) -> list[str]:
 
 
 def _measure(client: Any, who: str, url: str, requests: int, watch: SqlWatch) -> Row:
-    for _ in range(WARM_UP):
+    # The first request is timed on its own: what a process's first reader waits for
+    # before any cache of the app (not of PostgreSQL) holds this page's data.
+    watch.reset()
+    started = time.perf_counter()
+    with _capturing(watch) as first_statements:
+        _get(client, url)
+    first_ms, first_sql_ms = (time.perf_counter() - started) * 1000, watch.ms
+    for _ in range(WARM_UP - 1):
         _get(client, url)
     samples, sql_ms, statements = [], [], 0
     for _ in range(requests):
@@ -202,7 +224,7 @@ def _measure(client: Any, who: str, url: str, requests: int, watch: SqlWatch) ->
         samples.append((time.perf_counter() - started) * 1000)
         sql_ms.append(watch.ms)
         statements = watch.count
-    return Row(who, url, samples, sql_ms, statements)
+    return Row(who, url, samples, sql_ms, statements, first_ms, first_sql_ms, first_statements)
 
 
 @contextmanager
@@ -215,35 +237,91 @@ def _capturing(watch: SqlWatch) -> Iterator[list[Statement]]:
         watch.capturing = False
 
 
-def _explain(statements: list[Statement]) -> list[dict[str, Any]]:
-    """Each SELECT under EXPLAIN (ANALYZE, BUFFERS), with the parameters it ran with."""
-    from app import db
+#: SQLAlchemy's psycopg placeholders, and its escaped percent sign.
+PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 
+
+def _numbered(sql_text: str) -> tuple[str, list[str]]:
+    """``sql_text`` with ``$1, $2, …`` for its named placeholders, as psycopg sends it
+    (one number per distinct name), and the names in that order."""
+    order: list[str] = []
+
+    def swap(found: re.Match[str]) -> str:
+        name = found.group(1)
+        if name is None:
+            return "%"
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    return PLACEHOLDER.sub(swap, sql_text), order
+
+
+def _plan_modes(statements: list[Statement]) -> dict[str, tuple[int, int]]:
+    """Statement text ($n form): (generic, custom) plans so far on the app's connections.
+
+    psycopg prepares a statement run ``prepare_threshold`` (5) times on a connection;
+    PostgreSQL plans its first 5 executions with the values, then may switch to one
+    generic plan for every value: what the app runs can differ from a plain EXPLAIN."""
+    modes: dict[str, tuple[int, int]] = {}
+    for connection in {id(s.connection): s.connection for s in statements}.values():
+        if connection is None:
+            continue
+        rows = connection.execute(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+        ).fetchall()
+        connection.rollback()
+        for text, generic, custom in rows:
+            modes[" ".join(text.split())] = (int(generic), int(custom))
+    return modes
+
+
+def _execution_ms(plan: list[str]) -> float:
+    return next((float(line.split()[2]) for line in plan if line.startswith("Execution Time")), 0.0)
+
+
+def _explain(statements: list[Statement]) -> list[dict[str, Any]]:
+    """Each SELECT under EXPLAIN (ANALYZE, BUFFERS), with the parameters it ran with; and,
+    when the app's connection runs it with a generic plan, that plan too."""
+    import psycopg
+    from psycopg import sql
+
+    modes = _plan_modes(statements)
     explained = []
-    connection = db.get_engine().raw_connection()
-    try:
-        cursor = connection.cursor()
+    with psycopg.connect(dashboard_data.libpq_url(), autocommit=True) as connection:
         for statement in statements:
             if not statement.sql.lstrip().upper().startswith(("SELECT", "WITH")):
                 continue
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement.sql, statement.parameters)
-            plan = [line for (line,) in cursor.fetchall()]
-            execution = next(
-                (float(line.split()[2]) for line in plan if line.startswith("Execution Time")),
-                0.0,
-            )
-            explained.append(
-                {
-                    "sql": statement.sql,
-                    "parameters": _printable(statement.parameters),
-                    "app_ms": round(statement.ms, 1),
-                    "explain_ms": execution,
-                    "plan": plan,
-                }
-            )
-        connection.rollback()
-    finally:
-        connection.close()
+            plan = [
+                line
+                for (line,) in connection.execute(
+                    "EXPLAIN (ANALYZE, BUFFERS) " + statement.sql, statement.parameters
+                )
+            ]
+            numbered, order = _numbered(statement.sql)
+            generic, custom = modes.get(" ".join(numbered.split()), (0, 0))
+            entry: dict[str, Any] = {
+                "sql": statement.sql,
+                "parameters": _printable(statement.parameters),
+                "app_ms": round(statement.ms, 1),
+                "explain_ms": _execution_ms(plan),
+                "plan": plan,
+                "app_plans": {"generic": generic, "custom": custom},
+            }
+            if generic and isinstance(statement.parameters, dict):
+                values = sql.SQL(", ").join(sql.Literal(statement.parameters[n]) for n in order)
+                connection.execute(f"PREPARE bench_generic AS {numbered}")
+                connection.execute("SET plan_cache_mode = force_generic_plan")
+                try:
+                    query = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_generic ({})")
+                    entry["generic_plan"] = [
+                        line for (line,) in connection.execute(query.format(values))
+                    ]
+                    entry["generic_ms"] = _execution_ms(entry["generic_plan"])
+                finally:
+                    connection.execute("RESET plan_cache_mode")
+                    connection.execute("DEALLOCATE bench_generic")
+            explained.append(entry)
     return explained
 
 
@@ -259,15 +337,34 @@ def _printable(parameters: Any) -> Any:
 
 def _print_table(rows: list[Row]) -> None:
     print(
-        f"\n  {'who':<7} {'URL':<78} {'p50':>7} {'p95':>7} {'max':>7} {'SQL p50':>8} {'stmts':>5}"
+        f"\n  {'who':<7} {'URL':<70} {'p50':>7} {'p95':>7} {'max':>7} {'SQL p50':>8}"
+        f" {'stmts':>5} {'first':>7}"
     )
     for row in rows:
-        url = row.url if len(row.url) <= 78 else row.url[:75] + "..."
+        url = row.url if len(row.url) <= 70 else row.url[:67] + "..."
         print(
-            f"  {row.who:<7} {url:<78} {row.p50:>7.1f} {row.p95:>7.1f} {row.max:>7.1f}"
-            f" {row.sql_p50:>8.1f} {row.statements:>5}  {'ok' if row.ok else 'MISSED'}"
+            f"  {row.who:<7} {url:<70} {row.p50:>7.1f} {row.p95:>7.1f} {row.max:>7.1f}"
+            f" {row.sql_p50:>8.1f} {row.statements:>5} {row.first_ms:>7.1f}"
+            f"  {'ok' if row.ok else 'MISSED'}"
         )
-    print(f"  (milliseconds; target p95 <= {TARGET_MS:.0f} ms; SQL: time in the database driver)")
+    print(
+        f"  (milliseconds; target p95 <= {TARGET_MS:.0f} ms; SQL: time in the database driver;"
+        " first: the URL's first request, before the warm-up, not counted in p50/p95/max)"
+    )
+
+
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and the files of api/ and app/ changed since (others may be
+    editing them while the benchmark runs)."""
+
+    def git(*command: str) -> str:
+        done = subprocess.run(
+            ["git", *command], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        return done.stdout
+
+    changed = git("status", "--porcelain", "--", "api", "app").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "changed": changed}
 
 
 def _shortened(text: str, keep: int = 700) -> str:
@@ -277,22 +374,44 @@ def _shortened(text: str, keep: int = 700) -> str:
     return f"{text[:keep]} …[{len(text) - 2 * keep} characters]… {text[-keep:]}"
 
 
+def _slowest_ms(entry: dict[str, Any]) -> float:
+    return float(max(entry["explain_ms"], entry.get("generic_ms", 0.0)))
+
+
 def _print_plans(plans: dict[str, list[dict[str, Any]]]) -> None:
+    print(
+        "\nplans: 'values' is EXPLAIN ANALYZE with the request's parameters; 'generic' the"
+        " generic plan, shown when the app's connection uses one (app: generic/custom plans"
+        " so far of that prepared statement); 'app' the time the app's driver took"
+    )
     for key, explained in plans.items():
-        slow = [entry for entry in explained if entry["explain_ms"] >= SLOW_STATEMENT_MS]
-        total = sum(entry["explain_ms"] for entry in explained)
+        slow = [entry for entry in explained if _slowest_ms(entry) >= SLOW_STATEMENT_MS]
         print(
-            f"\n=== {key}: {len(explained)} SELECTs, {total:.1f} ms under EXPLAIN ANALYZE;"
-            f" {len(slow)} at or above {SLOW_STATEMENT_MS:.0f} ms"
+            f"\n=== {key}: {len(explained)} SELECTs; {len(slow)} at or above"
+            f" {SLOW_STATEMENT_MS:.0f} ms"
         )
         for entry in explained:
-            print(f"  {entry['explain_ms']:>8.1f} ms  {' '.join(entry['sql'].split())[:150]}")
+            generic = f"{entry['generic_ms']:>8.1f}" if "generic_ms" in entry else f"{'-':>8}"
+            modes = entry["app_plans"]
+            print(
+                f"  values {entry['explain_ms']:>7.1f}  generic {generic}"
+                f"  app {entry['app_ms']:>7.1f} ({modes['generic']}/{modes['custom']})"
+                f"  {' '.join(entry['sql'].split())[:110]}"
+            )
         for entry in slow:
-            print(f"\n--- {entry['explain_ms']:.1f} ms (in the app: {entry['app_ms']:.1f} ms)")
+            print(
+                f"\n--- values {entry['explain_ms']:.1f} ms, generic"
+                f" {entry.get('generic_ms', '-')} ms, in the app {entry['app_ms']:.1f} ms"
+            )
             print(_shortened(entry["sql"]))
             print(_shortened(f"parameters: {entry['parameters']}"))
+            print("  plan with the values:")
             for line in entry["plan"]:
-                print(f"  {line}")
+                print(f"    {line}")
+            if "generic_plan" in entry:
+                print("  generic plan (what the app's connection runs):")
+                for line in entry["generic_plan"]:
+                    print(f"    {line}")
 
 
 def main() -> None:
@@ -339,12 +458,18 @@ def _run(args: argparse.Namespace, url: str) -> None:
         + ", ".join(f"{tenant} {count}" for tenant, count in top)
     )
 
+    if args.try_sql:
+        print(
+            f"trying {args.try_sql}: {dashboard_data.run_sql(Path(args.try_sql).read_text()):.1f} s"
+        )
+
     db.configure(url)
     watch = SqlWatch()
     event.listen(db.get_engine(), "before_cursor_execute", watch.before)
     event.listen(db.get_engine(), "after_cursor_execute", watch.after)
     tokens = _tokens()
 
+    code = _code_version()
     from api import create_app
 
     app = create_app()
@@ -367,11 +492,15 @@ def _run(args: argparse.Namespace, url: str) -> None:
                 with _capturing(watch) as statements:
                     _get(client, page)
                 plans[f"{who} {page}"] = _explain(statements)
+            if row.first_ms > TARGET_MS:
+                plans[f"{who} {page} (its first request)"] = _explain(row.first_statements)
 
     print(f"\n{seeded.jobs} jobs, {os.cpu_count()} cores, {args.requests} requests per URL")
+    changed = ", ".join(line[3:] for line in code["changed"])
+    print(f"code: {code['commit']}" + (f", uncommitted changes to {changed}" if changed else ""))
     _print_table(rows)
     _print_plans(plans)
-    _write(args, seeded, rows, plans)
+    _write(args, seeded, rows, plans, code)
 
 
 def _write(
@@ -379,6 +508,7 @@ def _write(
     seeded: dashboard_data.Seeded,
     rows: list[Row],
     plans: dict[str, list[dict[str, Any]]],
+    code: dict[str, Any],
 ) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -387,6 +517,7 @@ def _write(
         "when": stamp,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
         "arguments": vars(args),
+        "code": code,
         "target_p95_ms": TARGET_MS,
         "seeded": seeded.as_dict(),
         "results": [row.as_dict() for row in rows],

@@ -329,6 +329,18 @@ def seed(jobs: int) -> Seeded:
     )
 
 
+def run_sql(script: str) -> float:
+    """Run ``script`` (statements separated by semicolons) in the bench database, then
+    ANALYZE jobs; the seconds it took."""
+    started = time.perf_counter()
+    with psycopg.connect(libpq_url(), autocommit=True) as connection:
+        for statement in script.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+        connection.execute("ANALYZE jobs")
+    return time.perf_counter() - started
+
+
 def _samples(connection: psycopg.Connection[Any]) -> dict[str, str]:
     """Existing values, from jobs about three days old (no cache has seen them)."""
     found: dict[str, str] = {}

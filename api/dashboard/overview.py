@@ -2,8 +2,8 @@
 workers, the outbox, and what is wrong.
 
 Counts stay cheap on a large table: unfinished jobs are counted exactly (few, through the
-state index); finished ones only over the last 24 hours (through the ``finished_at``
-index), never over every row kept.
+state index); finished ones only over the last 24 hours, from the chart's buckets
+(:mod:`api.dashboard.throughput`), never over every row kept.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from app.states import JobState
 UNFINISHED = ("scheduled", "queued", "running", "retrying")
 FINISHED = ("succeeded", "failed", "cancelled")
 STATES = UNFINISHED + FINISHED
-#: Finished jobs are counted over this much of the past.
-FINISHED_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -61,17 +59,19 @@ class Overview:
         return {state: found.get(state, 0) for state in STATES}
 
 
-def job_counts(session: Session, tenant: str | None, now: datetime) -> dict[str, dict[str, int]]:
-    unfinished = select(Job.queue, Job.state, func.count()).where(Job.state.in_(UNFINISHED))
-    finished = select(Job.queue, Job.state, func.count()).where(
-        Job.finished_at >= now - FINISHED_WINDOW, Job.state.in_(FINISHED)
-    )
+def job_counts(
+    session: Session, tenant: str | None, finished: dict[tuple[str, str], int]
+) -> dict[str, dict[str, int]]:
+    """Queue: state: jobs; unfinished ones counted now, ``finished`` ones as given (the
+    last 24 hours' buckets)."""
+    query = select(Job.queue, Job.state, func.count()).where(Job.state.in_(UNFINISHED))
+    if tenant is not None:
+        query = query.where(Job.tenant == tenant)
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
-    for query in (unfinished, finished):
-        if tenant is not None:
-            query = query.where(Job.tenant == tenant)
-        for queue, state, count in session.execute(query.group_by(Job.queue, Job.state)):
-            counts[queue][state] += count
+    for queue, state, count in session.execute(query.group_by(Job.queue, Job.state)):
+        counts[queue][state] += count
+    for (queue, state), count in finished.items():
+        counts[queue][state] += count
     return dict(sorted(counts.items()))
 
 
@@ -166,8 +166,8 @@ def overview(
     settings: Settings,
     now: datetime,
 ) -> Overview:
-    counts = job_counts(session, tenant, now)
     charts = [throughput(session, window=w, tenant=tenant, now=now) for w in ("1h", "24h")]
+    counts = job_counts(session, tenant, charts[1].finished)
     if not admin:
         return Overview(now, counts, charts, None, None, None, None)
     queues = queue_views(session, broker, settings.broker_url, now)

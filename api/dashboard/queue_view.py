@@ -4,6 +4,8 @@ the backlog takes to drain at that rate."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote, unquote, urlsplit
@@ -21,6 +23,32 @@ from app.states import JobState
 
 #: The finishing rate is measured over this much of the recent past.
 RATE_WINDOW = timedelta(minutes=5)
+#: How long an answer of the management API is reused (RabbitMQ refreshes its numbers
+#: every 5 s), and how long one that did not answer is left alone (each try may wait
+#: its 2 s timeout, on every open page's refresh).
+MANAGEMENT_FRESH_SECONDS = 5.0
+MANAGEMENT_RETRY_SECONDS = 30.0
+
+
+class _Unacked:
+    """The management API's unacked counts, asked at most every few seconds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._value: dict[str, int] | None = None
+
+    def get(self, broker_url: str) -> dict[str, int] | None:
+        with self._lock:
+            if time.monotonic() < self._until:
+                return self._value
+            self._value = unacked_messages(*management_api(broker_url))
+            wait = MANAGEMENT_FRESH_SECONDS if self._value is not None else MANAGEMENT_RETRY_SECONDS
+            self._until = time.monotonic() + wait
+            return self._value
+
+
+unacked_counts = _Unacked()
 
 
 @dataclass(frozen=True)
@@ -80,7 +108,7 @@ def queue_views(
     """Every declared queue (admins: RabbitMQ's numbers are every tenant's)."""
     unacked = None
     if isinstance(broker, RabbitmqBroker):
-        unacked = unacked_messages(*management_api(broker_url))
+        unacked = unacked_counts.get(broker_url)
     oldest = oldest_queued(session, None)
     rates = finish_rates(session, now, None)
     views = []

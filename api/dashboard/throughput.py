@@ -1,14 +1,18 @@
-"""Finished jobs over time: succeeded and failed per bucket, with queue-wait and run-time
-percentiles, for the Overview's charts.
+"""Finished jobs over time: succeeded, failed and cancelled per bucket and queue, with
+queue-wait and run-time percentiles, for the Overview's charts and counts.
 
-One aggregate query per window over the ``finished_at`` index: the database counts jobs
-and durations into buckets (:mod:`api.dashboard.percentiles`); no row comes back.
+One aggregate query over the ``finished_at`` index: the database counts jobs and
+durations into buckets (:mod:`api.dashboard.percentiles`); no row comes back. A bucket
+that has closed (a minute ago or more) never changes again, so each API process keeps the
+closed ones it has read (:class:`ClosedBuckets`): an open Overview then reads only the
+newest minutes, however many jobs the last 24 hours hold.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +26,41 @@ from app.states import JobState
 
 #: name: (length, bucket) in seconds.
 WINDOWS = {"1h": (3600, 60), "24h": (86400, 900)}
-OUTCOMES = (JobState.SUCCEEDED.value, JobState.FAILED.value)
+FINISHED = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value)
+#: The outcomes charted (a cancellation is neither throughput nor a failure).
+CHARTED = (JobState.SUCCEEDED.value, JobState.FAILED.value)
+#: A bucket is closed once it ended this long ago: a job's finish is stamped by its worker
+#: just before the commit, so a late commit lands in a bucket that is still open.
+SETTLE_SECONDS = 60
+#: (tenant, bucket size) pairs whose closed buckets a process keeps, least recent dropped.
+MAX_CACHED_SERIES = 256
+WIDTH = len(BOUNDS) + 1
+
+
+@dataclass
+class BucketCounts:
+    """One bucket: jobs by (queue, state), and the duration histograms of each state."""
+
+    jobs: dict[tuple[str, str], int] = field(default_factory=dict)
+    waits: dict[str, list[int]] = field(default_factory=dict)
+    runs: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, queue: str, state: str, count: int, waits: list[int], runs: list[int]) -> None:
+        self.jobs[(queue, state)] = self.jobs.get((queue, state), 0) + count
+        for target, values in ((self.waits, waits), (self.runs, runs)):
+            merged = target.setdefault(state, [0] * WIDTH)
+            for position, value in enumerate(values):
+                merged[position] += value
+
+    def count(self, state: str) -> int:
+        return sum(n for (_, s), n in self.jobs.items() if s == state)
+
+    def histogram(self, kind: str, states: tuple[str, ...] = CHARTED) -> list[int]:
+        found = [0] * WIDTH
+        for state in states:
+            for position, value in enumerate(getattr(self, kind).get(state, ())):
+                found[position] += value
+        return found
 
 
 @dataclass(frozen=True)
@@ -49,6 +87,8 @@ class Throughput:
     run_p50: float | None
     run_p95: float | None
     run_p99: float | None
+    #: (queue, state): jobs finished within the window (cancelled ones too).
+    finished: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def per_minute(self) -> float:
@@ -57,54 +97,97 @@ class Throughput:
         return (self.succeeded + self.failed) / minutes if minutes else 0.0
 
 
-def _bucket_counts(duration: Any) -> list[Any]:
+def _histogram(duration: Any) -> list[Any]:
     """One SUM per bound: how many durations are at or below it; then how many have one."""
     sums = [func.sum(case((duration <= bound, 1), else_=0)) for bound in BOUNDS]
     return [*sums, func.count(duration)]
 
 
-def throughput(session: Session, *, window: str, tenant: str | None, now: datetime) -> Throughput:
-    length, size = WINDOWS[window]
+def read_buckets(
+    session: Session, *, size: int, first: int, last: int, tenant: str | None
+) -> dict[int, BucketCounts]:
+    """Buckets ``first`` to ``last`` (indexes: seconds since 1970 // ``size``)."""
     dialect = session.get_bind().dialect.name
-    # Buckets aligned on the clock (whole minutes, quarter hours), the newest one partial.
-    newest = int(now.timestamp()) // size * size
-    first = newest - (length // size - 1) * size
-    since = datetime.fromtimestamp(first, UTC)
     bucket = cast(func.floor(epoch_seconds(Job.finished_at, dialect) / size), Integer)
     waited = seconds_between(func.coalesce(Job.run_at, Job.created_at), Job.started_at, dialect)
     ran = seconds_between(Job.started_at, Job.finished_at, dialect)
     query = (
-        select(bucket, Job.state, func.count(), *_bucket_counts(waited), *_bucket_counts(ran))
-        .where(Job.finished_at >= since, Job.state.in_(OUTCOMES))
-        .group_by(bucket, Job.state)
+        select(bucket, Job.queue, Job.state, func.count(), *_histogram(waited), *_histogram(ran))
+        .where(
+            Job.finished_at >= datetime.fromtimestamp(first * size, UTC),
+            Job.finished_at < datetime.fromtimestamp((last + 1) * size, UTC),
+            Job.state.in_(FINISHED),
+        )
+        .group_by(bucket, Job.queue, Job.state)
     )
     if tenant is not None:
         query = query.where(Job.tenant == tenant)
-    width = len(BOUNDS) + 1
-    counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(OUTCOMES, 0))
-    waits: dict[int, list[int]] = defaultdict(lambda: [0] * width)
-    runs: dict[int, list[int]] = defaultdict(lambda: [0] * width)
-    for index, state, count, *histograms in session.execute(query):
-        counts[index][state] += count
-        for target, values in (
-            (waits[index], histograms[:width]),
-            (runs[index], histograms[width:]),
-        ):
-            for position, value in enumerate(values):
-                target[position] += int(value or 0)
+    found: dict[int, BucketCounts] = {index: BucketCounts() for index in range(first, last + 1)}
+    for index, queue, state, count, *histograms in session.execute(query):
+        if index in found:
+            values = [int(v or 0) for v in histograms]
+            found[index].add(queue, state, count, values[:WIDTH], values[WIDTH:])
+    return found
+
+
+class ClosedBuckets:
+    """The closed buckets this process has read, per tenant and bucket size."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._series: OrderedDict[tuple[str | None, int], dict[int, BucketCounts]] = OrderedDict()
+
+    def read(
+        self, session: Session, *, size: int, first: int, last: int, tenant: str | None, now: float
+    ) -> dict[int, BucketCounts]:
+        key = (tenant, size)
+        with self._lock:
+            kept = {i: b for i, b in self._series.get(key, {}).items() if first <= i <= last}
+        start = first
+        while start in kept:
+            start += 1
+        fresh = read_buckets(session, size=size, first=start, last=last, tenant=tenant)
+        closed_before = int(now - SETTLE_SECONDS) // size  # Buckets below this index are closed.
+        with self._lock:
+            series = {**kept, **{i: b for i, b in fresh.items() if i < closed_before}}
+            self._series[key] = series
+            self._series.move_to_end(key)
+            while len(self._series) > MAX_CACHED_SERIES:
+                self._series.popitem(last=False)
+        return {**kept, **fresh}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._series.clear()
+
+
+closed_buckets = ClosedBuckets()
+
+
+def throughput(session: Session, *, window: str, tenant: str | None, now: datetime) -> Throughput:
+    length, size = WINDOWS[window]
+    # Buckets aligned on the clock (whole minutes, quarter hours), the newest one partial.
+    newest = int(now.timestamp()) // size
+    first = newest - (length // size - 1)
+    counts = closed_buckets.read(
+        session, size=size, first=first, last=newest, tenant=tenant, now=now.timestamp()
+    )
     buckets = []
-    wait_all, run_all = [0] * width, [0] * width
-    for start in range(first, newest + size, size):
-        index = start // size
-        wait, run = waits[index], runs[index]
-        for position in range(width):
-            wait_all[position] += wait[position]
-            run_all[position] += run[position]
+    waits_all, runs_all = [0] * WIDTH, [0] * WIDTH
+    finished: dict[tuple[str, str], int] = defaultdict(int)
+    for index in range(first, newest + 1):
+        data = counts[index]
+        wait, run = data.histogram("waits"), data.histogram("runs")
+        for position in range(WIDTH):
+            waits_all[position] += wait[position]
+            runs_all[position] += run[position]
+        for pair, count in data.jobs.items():
+            finished[pair] += count
         buckets.append(
             Bucket(
-                start=datetime.fromtimestamp(start, UTC),
-                succeeded=counts[index][JobState.SUCCEEDED.value] if index in counts else 0,
-                failed=counts[index][JobState.FAILED.value] if index in counts else 0,
+                start=datetime.fromtimestamp(index * size, UTC),
+                succeeded=data.count(JobState.SUCCEEDED.value),
+                failed=data.count(JobState.FAILED.value),
                 wait_p50=percentile(wait, 0.5),
                 wait_p95=percentile(wait, 0.95),
                 run_p50=percentile(run, 0.5),
@@ -117,10 +200,11 @@ def throughput(session: Session, *, window: str, tenant: str | None, now: dateti
         buckets=buckets,
         succeeded=sum(b.succeeded for b in buckets),
         failed=sum(b.failed for b in buckets),
-        wait_p50=percentile(wait_all, 0.5),
-        wait_p95=percentile(wait_all, 0.95),
-        wait_p99=percentile(wait_all, 0.99),
-        run_p50=percentile(run_all, 0.5),
-        run_p95=percentile(run_all, 0.95),
-        run_p99=percentile(run_all, 0.99),
+        wait_p50=percentile(waits_all, 0.5),
+        wait_p95=percentile(waits_all, 0.95),
+        wait_p99=percentile(waits_all, 0.99),
+        run_p50=percentile(runs_all, 0.5),
+        run_p95=percentile(runs_all, 0.95),
+        run_p99=percentile(runs_all, 0.99),
+        finished=dict(finished),
     )

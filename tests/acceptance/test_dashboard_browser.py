@@ -215,3 +215,65 @@ def test_an_error_message_with_a_script_tag_is_shown_as_text(stack: Stack) -> No
     page = session.goto("/failures")
     expect(page.locator("#live")).to_contain_text("<script>window.__pwned = 1</script>")
     assert page.evaluate("window.__pwned") is None
+
+
+#: WCAG 2 contrast of every text on the page against the background it is drawn on: the
+#: texts below 4.5:1 (3:1 for large text).
+LOW_CONTRAST = """() => {
+  const luminance = (rgb) => {
+    const [r, g, b] = rgb.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const parse = (css) => (css.match(/[\\d.]+/g) || []).map(Number);
+  const background = (element) => {
+    for (let node = element; node; node = node.parentElement) {
+      const rgba = parse(getComputedStyle(node).backgroundColor);
+      if (rgba.length === 3 || (rgba.length === 4 && rgba[3] > 0)) return rgba.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const element of document.querySelectorAll("body *")) {
+    const own = Array.from(element.childNodes).some(
+      (n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !element.getClientRects().length) continue;
+    const style = getComputedStyle(element);
+    const a = luminance(parse(style.color).slice(0, 3));
+    const b = luminance(background(element));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) {
+      const text = element.textContent.trim().slice(0, 30);
+      low.push(`${element.tagName} "${text}" ${ratio.toFixed(2)}`);
+    }
+  }
+  return low;
+}"""
+
+
+def test_the_pages_are_readable_and_work_from_the_keyboard(stack: Stack) -> None:
+    failed = stack.submit(stack.writer, "diagnostics.fail", times=1, permanent=True)
+    wait_until(lambda: stack.state_of(failed) == "failed", 20, "the job to fail")
+    session = Session(stack.browser, stack.api.base)
+    stack.sessions.append(session)
+    page = session.goto("/")
+    # The token field has the focus; Enter signs in.
+    page.keyboard.type(stack.admin)
+    page.keyboard.press("Enter")
+    page.wait_for_url(stack.api.base + "/")
+    page.keyboard.press("Tab")  # The skip link comes first...
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")  # ...then the navigation, with a visible focus ring.
+    focused = page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return [document.activeElement.textContent, s.outlineStyle, s.outlineWidth]; })()"
+    )
+    assert focused[0] == "Overview" and focused[1] != "none" and focused[2] != "0px", focused
+    for path in ("/", "/jobs", f"/jobs/{failed}", "/failures", "/dead-letters", "/workers"):
+        page = session.goto(path)
+        page.wait_for_timeout(300)
+        assert page.evaluate(LOW_CONTRAST) == [], path
