@@ -1,13 +1,17 @@
 """``make bench-dashboard``: the dashboard's queries on a large table.
 
-    python -m bench.dashboard [--jobs 1000000] [--requests 50] [--keep]
+    python -m bench.dashboard [--jobs 1000000] [--requests 50] [--keep] [--try-sql FILE]
 
 Fills a database of its own (``jobstack_bench_dashboard``) with a week of job history,
 signs in to the dashboard (Flask's test client) as an admin and as a tenant, and times
 the live part of each page (``/fragments/<page>``: what the live stream re-renders every
-2 s) against the target: p95 ≤ 300 ms. For each URL that misses it, and for the
+2 s) against the target: p95 ≤ 300 ms. Each URL's first request (before any cache of the
+app holds its data) is timed apart. For each URL that misses the target, and for the
 overviews anyway, every SQL statement of one request is run again under
-``EXPLAIN (ANALYZE, BUFFERS)`` and the slow ones are printed with their plans.
+``EXPLAIN (ANALYZE, BUFFERS)`` and the slow ones are printed with their plans; with the
+generic plan too when the app's connection runs one (psycopg prepares a statement after
+5 executions, and PostgreSQL may then plan it once for every value). ``--try-sql`` runs
+SQL (an index to try) before measuring.
 
 The table goes to stdout and the numbers to bench/results/dashboard-<time>.json. The
 database is dropped at the end unless ``--keep``.
@@ -449,7 +453,7 @@ def _run(args: argparse.Namespace, url: str) -> None:
     print(
         f"created_at spread evenly over the last {dashboard_data.DAYS} days"
         f" ({seeded.oldest:%Y-%m-%d %H:%M} to {seeded.newest:%Y-%m-%d %H:%M} UTC);"
-        f" unfinished jobs only among the last {dashboard_data.UNFINISHED_HOURS} hours'"
+        f" unfinished jobs only among those of the last {dashboard_data.UNFINISHED_HOURS} hours"
     )
     print("states: " + ", ".join(f"{state} {count}" for state, count in seeded.states.items()))
     top = list(seeded.tenants.items())[:5]

@@ -18,8 +18,9 @@ from api.dashboard import job_search
 from api.dashboard.access import action, operator, refusal, viewer
 from api.dashboard.failure_groups import group_job_ids
 from api.dashboard.pages import bp
+from api.dashboard.reading import reading
 from api.dashboard.session import csrf_is_valid, current_operator, sign_in, sign_out
-from app import audit, db
+from app import audit
 from app.config import load_settings
 from app.errors import InvalidTransition, NotFound
 from app.operations import control
@@ -118,7 +119,7 @@ BULK_ACTIONS = {
 
 def _bulk_ids(verb: str, wanted: job_search.JobFilter) -> list[str]:
     limit = load_settings().dashboard_bulk_max
-    with db.session_scope() as session:
+    with reading() as session:
         return job_search.matching_ids(
             session,
             wanted,
@@ -196,7 +197,7 @@ def _bulk_post(verb: str, wanted: job_search.JobFilter) -> Any:
 
 
 def _group_ids(error_type: str, frame: str) -> list[str]:
-    with db.session_scope() as session:
+    with reading() as session:
         return group_job_ids(
             session, tenant=operator().tenant, error_type=error_type, frame=frame, now=utcnow()
         )

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from api.dashboard.reading import reading
 from api.dashboard.session import Operator
-from app import db
 from app.config import Settings
 from app.jobs import get_job
 from app.models import ADMIN_ONLY_JOB_FIELDS, Job, JobEvent
@@ -56,7 +56,7 @@ def _fold_progress(events: list[JobEvent]) -> tuple[list[JobEvent], int]:
 
 
 def job_details(job_id: str, operator: Operator, settings: Settings) -> dict[str, Any]:
-    with db.session_scope() as session:
+    with reading() as session:
         job = get_job(job_id, tenant=operator.tenant, session=session)
         events = list(
             session.scalars(

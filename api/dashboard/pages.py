@@ -21,9 +21,10 @@ from api.dashboard.failure_groups import failure_groups
 from api.dashboard.job_page import job_details
 from api.dashboard.overview import alive_workers, overview
 from api.dashboard.queue_view import management_queue_link, management_ui
+from api.dashboard.reading import reading
 from api.dashboard.schedule_view import schedule_views
 from api.pagination import decode_cursor, encode_cursor
-from app import audit, db
+from app import audit
 from app.config import load_settings
 from app.errors import NotFound
 from app.models import Worker
@@ -65,7 +66,7 @@ def _cursor(args: MultiDict[str, str]) -> Any:
 
 def overview_context(args: MultiDict[str, str]) -> dict[str, Any]:
     op = operator()
-    with db.session_scope() as session:
+    with reading() as session:
         found = overview(
             session,
             tenant=op.tenant,
@@ -83,7 +84,7 @@ def jobs_context(args: MultiDict[str, str]) -> dict[str, Any]:
         wanted = job_search.JobFilter.from_args(args)
     except job_search.FilterError as error:
         raise PageError(400, f"The filter cannot be used: {error}.") from None
-    with db.session_scope() as session:
+    with reading() as session:
         rows, following = job_search.page(session, wanted, tenant=op.tenant, cursor=_cursor(args))
     next_args = None
     if following is not None:
@@ -100,7 +101,7 @@ def job_context(args: MultiDict[str, str]) -> dict[str, Any]:
 
 
 def failures_context(args: MultiDict[str, str]) -> dict[str, Any]:
-    with db.session_scope() as session:
+    with reading() as session:
         groups, capped = failure_groups(session, tenant=operator().tenant, now=utcnow())
     return {"groups": groups, "capped": capped}
 
@@ -117,7 +118,7 @@ def dead_letters_context(args: MultiDict[str, str]) -> dict[str, Any]:
 
 def queues_context(args: MultiDict[str, str]) -> dict[str, Any]:
     settings = load_settings()
-    with db.session_scope() as session:
+    with reading() as session:
         views = queue_view.queue_views(
             session, dramatiq.get_broker(), settings.broker_url, utcnow()
         )
@@ -127,7 +128,7 @@ def queues_context(args: MultiDict[str, str]) -> dict[str, Any]:
 
 
 def schedules_context(args: MultiDict[str, str]) -> dict[str, Any]:
-    with db.session_scope() as session:
+    with reading() as session:
         views = schedule_views(session, dramatiq.get_broker(), utcnow())
         session.expunge_all()
     return {"schedules": views, "now": utcnow()}
@@ -135,7 +136,7 @@ def schedules_context(args: MultiDict[str, str]) -> dict[str, Any]:
 
 def workers_context(args: MultiDict[str, str]) -> dict[str, Any]:
     gone_after = load_settings().worker_gone_after
-    with db.session_scope() as session:
+    with reading() as session:
         workers: list[Worker] = list_workers(session)[:200]
         alive = len(alive_workers(session, utcnow(), gone_after))
         session.expunge_all()

@@ -111,17 +111,30 @@ def read_buckets(
     bucket = cast(func.floor(epoch_seconds(Job.finished_at, dialect) / size), Integer)
     waited = seconds_between(func.coalesce(Job.run_at, Job.created_at), Job.started_at, dialect)
     ran = seconds_between(Job.started_at, Job.finished_at, dialect)
-    query = (
-        select(bucket, Job.queue, Job.state, func.count(), *_histogram(waited), *_histogram(ran))
-        .where(
-            Job.finished_at >= datetime.fromtimestamp(first * size, UTC),
-            Job.finished_at < datetime.fromtimestamp((last + 1) * size, UTC),
-            Job.state.in_(FINISHED),
-        )
-        .group_by(bucket, Job.queue, Job.state)
+    finished = select(
+        bucket.label("bucket"),
+        Job.queue.label("queue"),
+        Job.state.label("state"),
+        waited.label("waited"),
+        ran.label("ran"),
+    ).where(
+        Job.finished_at >= datetime.fromtimestamp(first * size, UTC),
+        Job.finished_at < datetime.fromtimestamp((last + 1) * size, UTC),
+        Job.state.in_(FINISHED),
     )
     if tenant is not None:
-        query = query.where(Job.tenant == tenant)
+        finished = finished.where(Job.tenant == tenant)
+    # OFFSET 0: PostgreSQL does not merge this subquery into the aggregate, so each row's
+    # durations are computed once rather than once for each of the 2 x 19 SUMs.
+    rows = finished.offset(0).subquery()
+    query = select(
+        rows.c.bucket,
+        rows.c.queue,
+        rows.c.state,
+        func.count(),
+        *_histogram(rows.c.waited),
+        *_histogram(rows.c.ran),
+    ).group_by(rows.c.bucket, rows.c.queue, rows.c.state)
     found: dict[int, BucketCounts] = {index: BucketCounts() for index in range(first, last + 1)}
     for index, queue, state, count, *histograms in session.execute(query):
         if index in found:
