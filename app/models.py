@@ -1,9 +1,9 @@
 """SQLAlchemy models: every table of the job database.
 
 The core's (jobs, job_events, api_tokens, workers, leases, webhook_secrets, audit_log,
-signing_keys) and the shipped workloads' (health_checks, ingestion_runs, conf_stanzas,
-datasets, name_records).
-A change here comes with its migration in ``app/migrations/versions``.
+dashboard_sessions, signing_keys) and the shipped workloads' (health_checks,
+ingestion_runs, conf_stanzas, datasets, name_records). A change here comes with its
+migration in ``app/migrations/versions``.
 """
 
 from __future__ import annotations
@@ -408,6 +408,22 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (Index("ix_audit_log_tenant_id", "tenant", "id"),)
+
+
+class DashboardSession(Base):
+    """A signed-in dashboard session. Its cookie holds a random id; only the id's SHA-256
+    is stored, so reading this table (a backup, a replica) does not let one forge a
+    session. Signing out ends it here, not only in the browser."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_dashboard_sessions_expires_at", "expires_at"),)
 
 
 class SigningKey(Base):

@@ -53,6 +53,8 @@ def viewer(*, admin: bool = False, page: bool = True) -> Callable[[View], View]:
             found = _signed_in(page=page)
             if not isinstance(found, Operator):
                 return found
+            if not found.can_read:
+                return refusal(403, "This token cannot read jobs (it lacks 'jobs:read').")
             if admin and not found.is_admin:
                 return refusal(403, "This page is for admins (a token with the 'admin' scope).")
             return view(*args, **kwargs)
@@ -73,7 +75,7 @@ def action(*, admin: bool = False) -> Callable[[View], View]:
                 return found
             if not csrf_is_valid(found):
                 return refusal(403, "The form's CSRF token is missing or wrong: reload the page.")
-            if not found.can_act:
+            if not found.can_read or not found.can_act:
                 return refusal(403, "This token may only read ('jobs:read'): it cannot act.")
             if admin and not found.is_admin:
                 return refusal(403, "Only admins (the 'admin' scope) may do this.")

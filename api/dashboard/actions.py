@@ -8,27 +8,36 @@ log with its count. Forms post back with the session's CSRF token (:mod:`access`
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import dramatiq
 from flask import redirect, render_template, request
+from sqlalchemy import select
 
 from api.dashboard import job_search
 from api.dashboard.access import action, operator, refusal, viewer
-from api.dashboard.failure_groups import group_job_ids
+from api.dashboard.failure_groups import FailureGroup, find_group
 from api.dashboard.pages import bp
 from api.dashboard.reading import reading
-from api.dashboard.session import csrf_is_valid, current_operator, sign_in, sign_out
+from api.dashboard.session import (
+    SignInRefused,
+    csrf_is_valid,
+    current_operator,
+    sign_in,
+    sign_out,
+)
 from app import audit
 from app.config import load_settings
 from app.errors import InvalidTransition, NotFound
+from app.models import Job
 from app.operations import control
 from app.operations.dead_letters import DeadLetterFilter, process
 from app.timeutil import utcnow
 
-#: Dead letters one re-drive moves at most.
-REDRIVE_MAX = 10_000
+#: Dead letters one re-drive (or its count) looks at, at most.
+DEAD_LETTERS_SCANNED = 50_000
 
 
 def _record(what: str, target: str | None, count: int, **detail: Any) -> None:
@@ -43,11 +52,28 @@ def _record(what: str, target: str | None, count: int, **detail: Any) -> None:
     )
 
 
+#: What a path to return to after signing in may hold: printable ASCII without a
+#: backslash (browsers and Werkzeug drop tabs and newlines: ``/\t/evil`` is ``//evil``).
+SAFE_PATH = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
+
+
 def _safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this site only (never ``//host``)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if not target or len(target) > 2000 or not SAFE_PATH.fullmatch(target):
         return "/"
-    return target
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else "/"
+
+
+def _same_site_post() -> bool:
+    """Whether a POST came from a page of this site: browsers say so in Sec-Fetch-Site
+    (or, older ones, in Origin). A sign-in form on another site must not sign a visitor
+    in as someone else (login CSRF)."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
 
 
 @bp.get("/sign-in")
@@ -57,15 +83,13 @@ def sign_in_form() -> Any:
 
 @bp.post("/sign-in")
 def sign_in_submit() -> Any:
-    token = request.form.get("token", "")
-    found = sign_in(token) if token.strip() else None
-    if found is None:
-        message = (
-            "That API token is unknown or revoked." if token.strip() else "Enter an API token."
-        )
-        return render_template(
-            "sign_in.html", next=_safe_next(request.form.get("next")), error=message, op=None
-        ), 401
+    back_to = _safe_next(request.form.get("next"))
+    if not _same_site_post():
+        return refusal(403, "Sign in from this dashboard's own sign-in page.")
+    try:
+        found = sign_in(request.form.get("token", ""))
+    except SignInRefused as refused:
+        return render_template("sign_in.html", next=back_to, error=str(refused), op=None), 401
     audit.record(
         token_id=found.principal.token_id,
         tenant=found.principal.tenant,
@@ -73,7 +97,7 @@ def sign_in_submit() -> Any:
         target=None,
         job_count=0,
     )
-    return redirect(_safe_next(request.form.get("next")), code=303)
+    return redirect(back_to, code=303)
 
 
 @bp.post("/sign-out")
@@ -159,7 +183,7 @@ def bulk() -> Any:
     if verb not in BULK_ACTIONS:
         return refusal(400, "Unknown bulk action: use retry or cancel.")
     try:
-        wanted = job_search.JobFilter.from_args(source)
+        wanted = job_search.JobFilter.from_args(source, admin=operator().is_admin)
     except job_search.FilterError as error:
         return refusal(400, f"The filter cannot be used: {error}.")
     if request.method == "POST":
@@ -196,42 +220,50 @@ def _bulk_post(verb: str, wanted: job_search.JobFilter) -> Any:
     )
 
 
-def _group_ids(error_type: str, frame: str) -> list[str]:
+def _group(key: str) -> tuple[FailureGroup | None, list[str]]:
     with reading() as session:
-        return group_job_ids(
-            session, tenant=operator().tenant, error_type=error_type, frame=frame, now=utcnow()
-        )
+        return find_group(session, tenant=operator().tenant, key=key[:64], now=utcnow())
+
+
+def _group_words(group: FailureGroup) -> str:
+    where = group.frame if operator().is_admin else group.function
+    return f"failed jobs with {group.error_type} at {where}"
 
 
 @bp.route("/failures/retry", methods=["GET", "POST"])
 @viewer(page=True)
 def retry_group() -> Any:
     source = request.args if request.method == "GET" else request.form
-    error_type, frame = source.get("error_type", "")[:255], source.get("frame", "")[:1000]
+    key = source.get("group", "")
     if request.method == "POST":
-        return _retry_group_post(error_type, frame)
+        return _retry_group_post(key)
     if not operator().can_act:
         return refusal(403, "This token may only read ('jobs:read'): it cannot act.")
-    ids = _group_ids(error_type, frame)
+    group, ids = _group(key)
+    if group is None:
+        return refusal(404, "No such failure group in the last 7 days (retried already?).")
+    limit = load_settings().dashboard_bulk_max
     return render_template(
         "confirm.html",
         op=operator(),
         title="Retry a failure group",
-        count=len(ids),
-        over_limit=False,
+        count=min(len(ids), limit),
+        over_limit=len(ids) > limit,
         verb="Retry",
-        what=f"failed jobs with {error_type} at {frame}",
+        what=_group_words(group),
         action_url="/failures/retry",
-        fields={"error_type": error_type, "frame": frame},
+        fields={"group": key},
         back="/failures",
     )
 
 
 @action()
-def _retry_group_post(error_type: str, frame: str) -> Any:
-    ids = _group_ids(error_type, frame)
-    done, skipped = _apply("retry", ids)
-    _record("retry_group", f"{error_type} at {frame}", done, skipped=skipped)
+def _retry_group_post(key: str) -> Any:
+    group, ids = _group(key)
+    if group is None:
+        return refusal(404, "No such failure group in the last 7 days (retried already?).")
+    done, skipped = _apply("retry", ids[: load_settings().dashboard_bulk_max])
+    _record("retry_group", f"{group.error_type} at {group.frame}", done, skipped=skipped)
     return render_template(
         "done.html",
         op=operator(),
@@ -246,6 +278,10 @@ def _dead_letter_filter(source: Any) -> DeadLetterFilter | str:
     if queue and queue not in dramatiq.get_broker().get_declared_queues():
         return f"No queue named {queue!r}."
     job_id = source.get("job", "").strip()[:36]
+    if job_id and not queue:
+        # One job's letter sits in its own queue's .XQ: only that one is looked through.
+        with reading() as session:
+            queue = session.scalar(select(Job.queue).where(Job.id == job_id)) or ""
     return DeadLetterFilter(queue=queue or None, job_id=job_id or None)
 
 
@@ -258,7 +294,14 @@ def redrive() -> Any:
         return refusal(400, wanted)
     if request.method == "POST":
         return _redrive_post(wanted)
-    found = process(dramatiq.get_broker(), wanted, redrive=False, limit=REDRIVE_MAX)
+    found = process(
+        dramatiq.get_broker(),
+        wanted,
+        redrive=False,
+        limit=load_settings().dashboard_bulk_max + 1,
+        max_scanned=DEAD_LETTERS_SCANNED,
+    )
+    limit = load_settings().dashboard_bulk_max
     what = (
         f"dead letters of job {wanted.job_id}"
         if wanted.job_id
@@ -268,8 +311,8 @@ def redrive() -> Any:
         "confirm.html",
         op=operator(),
         title="Re-drive dead letters",
-        count=len(found),
-        over_limit=len(found) >= REDRIVE_MAX,
+        count=min(len(found), limit),
+        over_limit=len(found) > limit,
         verb="Re-drive",
         what=what,
         action_url="/dead-letters/redrive",
@@ -280,7 +323,13 @@ def redrive() -> Any:
 
 @action(admin=True)
 def _redrive_post(wanted: DeadLetterFilter) -> Any:
-    moved = process(dramatiq.get_broker(), wanted, redrive=True, limit=REDRIVE_MAX)
+    moved = process(
+        dramatiq.get_broker(),
+        wanted,
+        redrive=True,
+        limit=load_settings().dashboard_bulk_max,
+        max_scanned=DEAD_LETTERS_SCANNED,
+    )
     _record("redrive", wanted.job_id or wanted.queue or "every queue", len(moved))
     return render_template(
         "done.html",

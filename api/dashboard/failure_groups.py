@@ -7,6 +7,7 @@ the window only (:data:`MAX_FAILURES_READ`): the page says when there were more.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -37,8 +38,18 @@ class FailureGroup:
 
     @property
     def key(self) -> str:
-        """What the group's retry form sends back: type and frame."""
-        return f"{self.error_type}\n{self.frame}"
+        """What names the group in links and forms (not the frame itself, which tenants
+        are not shown: it is a server path)."""
+        return group_key(self.error_type, self.frame)
+
+    @property
+    def function(self) -> str:
+        """The frame's function alone (``in parse_archive``), what a tenant is shown."""
+        return self.frame.rpartition(" ")[2] if " in " in self.frame else self.frame
+
+
+def group_key(error_type: str, frame: str) -> str:
+    return hashlib.sha256(f"{error_type}\n{frame}".encode()).hexdigest()[:24]
 
 
 def top_frame(traceback_tail: str | None) -> str:
@@ -92,13 +103,21 @@ def failure_groups(
     return found, len(rows) > MAX_FAILURES_READ
 
 
-def group_job_ids(
-    session: Session, *, tenant: str | None, error_type: str, frame: str, now: datetime
-) -> list[str]:
-    """The failed jobs of one group (within what grouping reads)."""
-    rows = _failures(session, tenant, now)[:MAX_FAILURES_READ]
-    return [
-        job_id
-        for row_type, tail, _finished, _message, job_id in rows
-        if (row_type or "?") == error_type and top_frame(tail) == frame
-    ]
+def find_group(
+    session: Session, *, tenant: str | None, key: str, now: datetime
+) -> tuple[FailureGroup | None, list[str]]:
+    """The group named ``key`` and its failed jobs (within what grouping reads)."""
+    group, ids = None, []
+    for row_type, tail, finished_at, message, job_id in _failures(session, tenant, now)[
+        :MAX_FAILURES_READ
+    ]:
+        error_type, frame = row_type or "?", top_frame(tail)
+        if group_key(error_type, frame) != key:
+            continue
+        ids.append(job_id)
+        if group is None:
+            group = FailureGroup(
+                error_type, frame, 0, finished_at, finished_at, message or "", job_id
+            )
+        group = replace(group, count=group.count + 1, first_seen=finished_at)
+    return group, ids

@@ -39,14 +39,17 @@ class JobFilter:
     search: str = ""
 
     @classmethod
-    def from_args(cls, args: MultiDict[str, str]) -> JobFilter:
-        """The filter of a query string; FilterError names the first bad field."""
+    def from_args(cls, args: MultiDict[str, str], *, admin: bool) -> JobFilter:
+        """The filter of a query string; FilterError names the first bad field. Only
+        admins filter by tenant (everyone else sees their own tenant only)."""
         values: dict[str, Any] = {}
         for name in ("state", "actor", "queue", "tenant", "search"):
             value = args.get(name, "").strip()
             if len(value) > FIELD_MAX_CHARS or any(ord(c) < 32 for c in value):
                 raise FilterError(f"{name}: at most {FIELD_MAX_CHARS} printable characters")
             values[name] = value
+        if values["tenant"] and not admin:
+            raise FilterError("tenant: only admins filter by tenant")
         if values["state"] and values["state"] not in STATES:
             raise FilterError(f"state: one of {', '.join(STATES)}")
         for name in ("created_after", "created_before"):
@@ -56,10 +59,12 @@ class JobFilter:
                     moment = datetime.fromisoformat(raw)
                 except ValueError:
                     raise FilterError(f"{name}: a date and time like 2026-12-01T09:30") from None
-                if not 1970 <= moment.year <= 9998:
-                    raise FilterError(f"{name}: a year between 1970 and 9998")
                 # The form's datetime-local fields carry no zone: they are UTC, as shown.
-                values[name] = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                if not 1970 <= moment.astimezone(UTC).year <= 9998:
+                    raise FilterError(f"{name}: a year between 1970 and 9998")
+                values[name] = moment
         return cls(**values)
 
     def as_args(self) -> dict[str, str]:
@@ -68,7 +73,8 @@ class JobFilter:
         for item in fields(self):
             value = getattr(self, item.name)
             if isinstance(value, datetime):
-                value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+                # To the microsecond: a confirmed bulk action must match what was counted.
+                value = value.astimezone(UTC).replace(tzinfo=None).isoformat()
             if value:
                 found[item.name] = value
         return found

@@ -22,7 +22,11 @@ MAX_SOURCE_CHARS = 2000
 def live() -> Any:
     source = request.args.get("src", "")
     name = source.removeprefix("/fragments/").partition("?")[0]
-    if not source.startswith("/fragments/") or name not in PAGES or len(source) > MAX_SOURCE_CHARS:
+    printable = source.isascii() and source.isprintable() and " " not in source
+    if (
+        not (source.startswith("/fragments/") and name in PAGES and printable)
+        or len(source) > MAX_SOURCE_CHARS
+    ):
         return refusal(400, "src must be the address of one of this dashboard's fragments")
     settings = load_settings()
     interval = settings.dashboard_refresh_seconds * PAGES[name].refresh

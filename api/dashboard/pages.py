@@ -4,6 +4,7 @@ part: ``/fragments/<page>`` renders that part alone, and the page's event stream
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -36,6 +37,14 @@ bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder
                static_url_path="/ui-static")  # fmt: skip
 
 
+#: Dead letters the page looks through for the 200 it lists.
+DEAD_LETTERS_LISTED_SCANNED = 5000
+
+
+#: Longer than any cursor this dashboard makes.
+MAX_CURSOR_CHARS = 200
+
+
 class PageError(Exception):
     """The page cannot be shown as asked (a bad filter, a missing job): status and why."""
 
@@ -59,8 +68,10 @@ def _cursor(args: MultiDict[str, str]) -> Any:
     if not raw:
         return None
     try:
+        if len(raw) > MAX_CURSOR_CHARS:
+            raise HTTPException()
         return decode_cursor(raw)
-    except HTTPException:
+    except (HTTPException, RecursionError):
         raise PageError(400, "That page link is broken: start from the first page.") from None
 
 
@@ -81,7 +92,7 @@ def overview_context(args: MultiDict[str, str]) -> dict[str, Any]:
 def jobs_context(args: MultiDict[str, str]) -> dict[str, Any]:
     op = operator()
     try:
-        wanted = job_search.JobFilter.from_args(args)
+        wanted = job_search.JobFilter.from_args(args, admin=op.is_admin)
     except job_search.FilterError as error:
         raise PageError(400, f"The filter cannot be used: {error}.") from None
     with reading() as session:
@@ -111,7 +122,11 @@ def dead_letters_context(args: MultiDict[str, str]) -> dict[str, Any]:
     if queue and queue not in dramatiq.get_broker().get_declared_queues():
         raise PageError(404, f"No queue named {queue!r}.")
     letters = process(
-        dramatiq.get_broker(), DeadLetterFilter(queue=queue or None), redrive=False, limit=200
+        dramatiq.get_broker(),
+        DeadLetterFilter(queue=queue or None),
+        redrive=False,
+        limit=200,
+        max_scanned=DEAD_LETTERS_LISTED_SCANNED,
     )
     return {"letters": letters, "queue": queue}
 
@@ -146,10 +161,8 @@ def workers_context(args: MultiDict[str, str]) -> dict[str, Any]:
 
 def audit_context(args: MultiDict[str, str]) -> dict[str, Any]:
     before = args.get("before", "")
-    entries = audit.entries(
-        tenant=None, before=int(before) if before.isdigit() and len(before) < 19 else None,
-        limit=100,
-    )  # fmt: skip
+    valid = re.fullmatch(r"[0-9]{1,18}", before) is not None
+    entries = audit.entries(tenant=None, before=int(before) if valid else None, limit=100)
     return {"entries": entries}
 
 
@@ -162,7 +175,8 @@ PAGES: dict[str, Page] = {
     # Listing dead letters fetches them from RabbitMQ and puts them back.
     "dead-letters": Page("Dead letters", dead_letters_context, admin=True, refresh=5.0),
     "queues": Page("Queues", queues_context, admin=True),
-    "schedules": Page("Schedules", schedules_context),
+    # Cron jobs are jobstack's own (the reserved tenant's): admins only.
+    "schedules": Page("Schedules", schedules_context, admin=True),
     "workers": Page("Workers", workers_context, admin=True),
     "audit": Page("Audit", audit_context, admin=True),
 }

@@ -1,14 +1,18 @@
-"""Signing in to the dashboard: an API token exchanged for a session cookie.
+"""Signing in to the dashboard: an API token exchanged for a session.
 
-The cookie is Flask's signed session (HttpOnly, SameSite=Strict, Secure over HTTPS, expiring
-after ``JOBSTACK_DASHBOARD_SESSION_HOURS``). It names the token by id, never holds the token
-itself, and every request checks that the token is still unrevoked: revoking a token signs
-its sessions out within ``JOBSTACK_TOKEN_CACHE_SECONDS``. Every state-changing request
-carries the session's CSRF token, in a form field or the ``X-CSRF-Token`` header.
+A session is a row of ``dashboard_sessions`` (its token, its absolute expiry, whether it
+was signed out) named by a random id that only the browser holds: the row keeps the id's
+SHA-256, so reading the database does not let one forge a session. The browser keeps the
+id in Flask's signed session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS), with
+the session's CSRF token. Every request checks the row and the token: signing out, expiry
+(``JOBSTACK_DASHBOARD_SESSION_HOURS`` after signing in, however active the session) and
+revoking the token (within ``JOBSTACK_TOKEN_CACHE_SECONDS``) end it, open pages included.
+Every state-changing request carries the CSRF token, in a form field or ``X-CSRF-Token``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -18,19 +22,26 @@ from typing import Any
 from flask import Flask, Request, request, session
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import BadSignature
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.http import parse_cookie
 
 from app import db
 from app.config import load_settings
-from app.models import SigningKey
+from app.models import DashboardSession, SigningKey
+from app.timeutil import utcnow
 from app.tokens import Principal, authenticate, principal_by_id
 
 COOKIE_NAME = "jobstack_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SIGNING_KEY_NAME = "dashboard-session"
+#: Sessions ended or expired this long ago are deleted when someone signs in.
+KEEP_ENDED = timedelta(days=1)
+
+
+class SignInRefused(Exception):
+    """The token cannot sign in: why, for the form."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,10 @@ class Operator:
         return None if self.principal.is_admin else self.principal.tenant
 
     @property
+    def can_read(self) -> bool:
+        return self.principal.is_admin or "jobs:read" in self.principal.scopes
+
+    @property
     def can_act(self) -> bool:
         return self.principal.is_admin or "jobs:write" in self.principal.scopes
 
@@ -55,7 +70,8 @@ class Operator:
 
 
 def signing_key() -> str:
-    """The session key every API process shares: made once, kept in the database."""
+    """The cookie key every API process shares: made once, kept in the database. (Knowing
+    it is not enough to forge a session: a session's id is random and stored hashed.)"""
     with db.session_scope() as session_:
         found = session_.scalar(
             select(SigningKey.secret).where(SigningKey.name == SIGNING_KEY_NAME)
@@ -102,35 +118,84 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_NAME=COOKIE_NAME,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
+        # The expiry is the session row's, fixed at sign-in: the cookie is not re-sent.
+        SESSION_REFRESH_EACH_REQUEST=False,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=load_settings().dashboard_session_hours),
     )
 
 
-def sign_in(token: str) -> Operator | None:
-    """Start a session for ``token``; None (and no session) when it is not valid."""
-    principal = authenticate(token.strip())
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def sign_in(token: str) -> Operator:
+    """Start a session for ``token``; SignInRefused says why it cannot."""
+    principal = authenticate(token.strip()) if token.strip() else None
     if principal is None:
-        return None
+        raise SignInRefused(
+            "That API token is unknown or revoked." if token.strip() else "Enter an API token."
+        )
+    operator = Operator(principal, secrets.token_urlsafe(32))
+    if not operator.can_read:
+        raise SignInRefused(
+            "This token cannot read jobs (it lacks 'jobs:read'): the dashboard needs it."
+        )
+    session_id = secrets.token_urlsafe(32)
+    now = utcnow()
+    lifetime = timedelta(hours=load_settings().dashboard_session_hours)
+    with db.session_scope() as rows:
+        rows.execute(delete(DashboardSession).where(DashboardSession.expires_at < now - KEEP_ENDED))
+        rows.add(
+            DashboardSession(
+                id=_digest(session_id),
+                token_id=principal.token_id,
+                created_at=now,
+                expires_at=now + lifetime,
+            )
+        )
     session.clear()
     session.permanent = True
-    session["token_id"] = principal.token_id
-    session["csrf"] = secrets.token_urlsafe(32)
-    return Operator(principal, session["csrf"])
+    session["sid"] = session_id
+    session["csrf"] = operator.csrf
+    return operator
 
 
 def sign_out() -> None:
+    """End the session in the database (a copy of the cookie is then worthless too)."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str):
+        with db.session_scope() as rows:
+            rows.execute(
+                update(DashboardSession)
+                .where(DashboardSession.id == _digest(session_id))
+                .values(ended_at=utcnow())
+            )
     session.clear()
 
 
-def current_operator() -> Operator | None:
-    """The signed-in operator, or None (no cookie, an expired one, a revoked token)."""
-    token_id = session.get("token_id")
-    csrf = session.get("csrf")
-    if not isinstance(token_id, str) or not isinstance(csrf, str):
+def _principal_of(session_id: object) -> Principal | None:
+    """The principal of a live session: not signed out, not expired, its token valid."""
+    if not isinstance(session_id, str) or len(session_id) > 128:
         return None
-    principal = principal_by_id(token_id)
-    if principal is None:
-        session.clear()
+    with db.session_scope() as rows:
+        token_id = rows.scalar(
+            select(DashboardSession.token_id).where(
+                DashboardSession.id == _digest(session_id),
+                DashboardSession.ended_at.is_(None),
+                DashboardSession.expires_at > utcnow(),
+            )
+        )
+    return principal_by_id(token_id) if token_id is not None else None
+
+
+def current_operator() -> Operator | None:
+    """The signed-in operator, or None (no cookie, a session ended or expired, a revoked
+    token)."""
+    csrf = session.get("csrf")
+    principal = _principal_of(session.get("sid")) if isinstance(csrf, str) else None
+    if principal is None or not isinstance(csrf, str):
+        if session:
+            session.clear()
         return None
     return Operator(principal, csrf)
 
@@ -142,7 +207,7 @@ def csrf_is_valid(operator: Operator) -> bool:
 
 
 def session_principal(app: Flask, cookie_header: str) -> Principal | None:
-    """The principal of the dashboard session in a Cookie header, if it is valid: the
+    """The principal of the dashboard session in a Cookie header, if it is live: the
     serving layer asks, before it reads a form's body (:mod:`api.serving.bodies`)."""
     value = parse_cookie(cookie_header).get(COOKIE_NAME)
     if not value:
@@ -154,5 +219,4 @@ def session_principal(app: Flask, cookie_header: str) -> Principal | None:
         data = serializer.loads(value, max_age=max_age)
     except BadSignature:
         return None
-    token_id = data.get("token_id") if isinstance(data, dict) else None
-    return principal_by_id(token_id) if isinstance(token_id, str) else None
+    return _principal_of(data.get("sid")) if isinstance(data, dict) else None

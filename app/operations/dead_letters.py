@@ -101,12 +101,15 @@ def process(
     *,
     redrive: bool,
     limit: int = 1000,
+    max_scanned: int | None = None,
 ) -> list[DeadLetter]:
-    """The dead letters matching ``wanted`` (at most ``limit``); with ``redrive``, re-driven."""
+    """The dead letters matching ``wanted`` (at most ``limit``, looking at no more than
+    ``max_scanned`` messages when given); with ``redrive``, re-driven."""
     if not isinstance(broker, RabbitmqBroker):
         return []
     queues = [wanted.queue] if wanted.queue else sorted(broker.get_declared_queues())
     found: list[DeadLetter] = []
+    scanned = 0
     connection = pika.BlockingConnection(broker.parameters)
     try:
         channel = connection.channel()
@@ -117,11 +120,16 @@ def process(
             # Fetching stops at the limit: the letters not fetched stay where they are,
             # like those fetched and not acked.
             for tag, message, body in _walk(channel, queue):
+                scanned += 1
+                if max_scanned is not None and scanned > max_scanned:
+                    break
                 if message is None:
                     logger.warning(
                         "Leaving an undecodable dead letter in %s: %r", queue, body[:100]
                     )
                     continue
+                if wanted.job_id is not None and message.message_id != wanted.job_id:
+                    continue  # Told apart without reading its job.
                 letter = _describe(message, queue)
                 if not _matches(letter, wanted):
                     continue

@@ -118,3 +118,20 @@ def test_only_a_dashboard_fragment_can_be_followed(
     cookie, _ = _signed_in(served_port, bearer_token(tokens.admin))
     status, _, body = _request(served_port, "GET", "/live?src=" + quote(source), cookie=cookie)
     assert status == 400 and "fragments" in body
+
+
+def test_signing_out_ends_the_pages_open_in_that_session(
+    served_port: int, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBSTACK_DASHBOARD_REFRESH_SECONDS", "0.2")
+    cookie, csrf = _signed_in(served_port, bearer_token(tokens.acme))
+    stream = _Events(served_port, "/live?src=" + quote("/fragments/overview"), cookie)
+    try:
+        assert stream.next()[0] == "render"
+        signed_out = _request(
+            served_port, "POST", "/sign-out", urlencode({"csrf_token": csrf}), cookie=cookie
+        )
+        assert signed_out[0] == 303
+        assert stream.next() == ("end", "401")
+    finally:
+        stream.close()

@@ -1,5 +1,6 @@
-"""What the operator dashboard needs: the audit log, the key its sessions are signed with,
-each worker's threads and memory, and the indexes its listings and charts read.
+"""What the operator dashboard needs: the audit log, its sessions and the key their cookies
+are signed with, each worker's threads and memory, and the indexes its listings and
+charts read.
 
 Revision ID: 0011
 Revises: 0010
@@ -37,6 +38,16 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_signing_keys")),
     )
+    op.create_table(
+        "dashboard_sessions",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("token_id", sa.String(length=36), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dashboard_sessions")),
+    )
+    op.create_index("ix_dashboard_sessions_expires_at", "dashboard_sessions", ["expires_at"])
     # Nullable, no default: adding them rewrites no rows.
     op.add_column("workers", sa.Column("threads", sa.Integer(), nullable=True))
     op.add_column("workers", sa.Column("rss_bytes", sa.BigInteger(), nullable=True))
@@ -58,6 +69,8 @@ def downgrade() -> None:
     with op.batch_alter_table("workers") as batch:
         batch.drop_column("rss_bytes")
         batch.drop_column("threads")
+    op.drop_index("ix_dashboard_sessions_expires_at", table_name="dashboard_sessions")
+    op.drop_table("dashboard_sessions")
     op.drop_table("signing_keys")
     op.drop_index("ix_audit_log_tenant_id", table_name="audit_log")
     op.drop_table("audit_log")
