@@ -135,6 +135,26 @@ def retry_job(job_id: str) -> Any:
     return redirect(f"/jobs/{job_id}", code=303)
 
 
+def _confirm(
+    title: str, verb: str, found: int, what: str, url: str, fields: dict[str, str], *, back: str
+) -> Any:
+    """The dry run's page: how many jobs ``verb`` would move (at most the bulk limit), and
+    the form that moves them."""
+    limit = load_settings().dashboard_bulk_max
+    return render_template(
+        "confirm.html",
+        op=operator(),
+        title=title,
+        count=min(found, limit),
+        over_limit=found > limit,
+        verb=verb,
+        what=what,
+        action_url=url,
+        fields=fields,
+        back=back,
+    )
+
+
 BULK_ACTIONS = {
     "retry": ("Retry", tuple(s.value for s in control.RETRYABLE)),
     "cancel": ("Cancel", tuple(s.value for s in control.CANCELLABLE)),
@@ -191,17 +211,13 @@ def bulk() -> Any:
     if not operator().can_act:
         return refusal(403, "This token may only read ('jobs:read'): it cannot act.")
     ids = _bulk_ids(verb, wanted)
-    limit = load_settings().dashboard_bulk_max
-    return render_template(
-        "confirm.html",
-        op=operator(),
-        title=f"{BULK_ACTIONS[verb][0]} jobs",
-        count=min(len(ids), limit),
-        over_limit=len(ids) > limit,
-        verb=BULK_ACTIONS[verb][0],
-        what=wanted.describe(),
-        action_url="/jobs/bulk",
-        fields={**wanted.as_args(), "action": verb},
+    return _confirm(
+        f"{BULK_ACTIONS[verb][0]} jobs",
+        BULK_ACTIONS[verb][0],
+        len(ids),
+        wanted.describe(),
+        "/jobs/bulk",
+        {**wanted.as_args(), "action": verb},
         back=f"/jobs?{urlencode(wanted.as_args())}",
     )
 
@@ -242,17 +258,13 @@ def retry_group() -> Any:
     group, ids = _group(key)
     if group is None:
         return refusal(404, "No such failure group in the last 7 days (retried already?).")
-    limit = load_settings().dashboard_bulk_max
-    return render_template(
-        "confirm.html",
-        op=operator(),
-        title="Retry a failure group",
-        count=min(len(ids), limit),
-        over_limit=len(ids) > limit,
-        verb="Retry",
-        what=_group_words(group),
-        action_url="/failures/retry",
-        fields={"group": key},
+    return _confirm(
+        "Retry a failure group",
+        "Retry",
+        len(ids),
+        _group_words(group),
+        "/failures/retry",
+        {"group": key},
         back="/failures",
     )
 
@@ -301,22 +313,18 @@ def redrive() -> Any:
         limit=load_settings().dashboard_bulk_max + 1,
         max_scanned=DEAD_LETTERS_SCANNED,
     )
-    limit = load_settings().dashboard_bulk_max
     what = (
         f"dead letters of job {wanted.job_id}"
         if wanted.job_id
         else (f"dead letters in {wanted.queue}" if wanted.queue else "every dead letter")
     )
-    return render_template(
-        "confirm.html",
-        op=operator(),
-        title="Re-drive dead letters",
-        count=min(len(found), limit),
-        over_limit=len(found) > limit,
-        verb="Re-drive",
-        what=what,
-        action_url="/dead-letters/redrive",
-        fields={"queue": wanted.queue or "", "job": wanted.job_id or ""},
+    return _confirm(
+        "Re-drive dead letters",
+        "Re-drive",
+        len(found),
+        what,
+        "/dead-letters/redrive",
+        {"queue": wanted.queue or "", "job": wanted.job_id or ""},
         back="/dead-letters",
     )
 
