@@ -32,10 +32,12 @@ test: install
 	infra/scripts/ensure-services rabbitmq postgres
 	PATH="$(TOX_PATH)" $(BIN)/tox $(TOX_FLAGS)
 
-# jobstack against bare Dramatiq and the performance targets (table; JSON in bench/results/).
+# jobstack against bare Dramatiq and the performance targets, then the peers that keep a record
+# of each job (Celery, Procrastinate, Oban for Python, each in its venv under bench/.venvs/).
 bench: install
 	infra/scripts/ensure-services rabbitmq postgres
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.peers
 
 # A 1,000,000-row dataset load, kept out of the normal test run.
 bench-datasets: install

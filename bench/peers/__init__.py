@@ -1,0 +1,4 @@
+"""Peers of jobstack in ``make bench``: Celery, Procrastinate, Oban for Python.
+
+python -m bench.peers
+"""
