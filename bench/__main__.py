@@ -10,19 +10,14 @@ to stdout and the numbers to bench/results/bench-<time>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import api_load, drain, observed
-from bench.services import ROOT
-
-RESULTS = ROOT / "bench" / "results"
+from bench.services import write_results
 
 #: (what, key in the results, target, whether higher is better)
 TARGETS = [
@@ -170,21 +165,17 @@ def _print(results: Results) -> None:
 
 
 def _write(results: Results) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"bench-{stamp}.json"
-    document = {
-        "when": stamp,
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "arguments": vars(results.args),
-        "drain": results.drains,
-        "observability": results.observability,
-        "submission": [results.single, results.batch],
-        "latency": results.latency,
-        "summary": results.summary,
-    }
-    out.write_text(json.dumps(document, indent=2))
-    print(f"\nwritten: {out.relative_to(ROOT)}")
+    write_results(
+        "bench",
+        vars(results.args),
+        {
+            "drain": results.drains,
+            "observability": results.observability,
+            "submission": [results.single, results.batch],
+            "latency": results.latency,
+            "summary": results.summary,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import math
 import os
-import platform
 import re
 import subprocess
 import time
@@ -37,9 +35,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from bench import dashboard_data
-from bench.services import ROOT
+from bench.services import ROOT, write_results
 
-RESULTS = ROOT / "bench" / "results"
 #: The issue's target for every URL, in milliseconds (p95).
 TARGET_MS = 300.0
 #: Statements at least this slow (under EXPLAIN ANALYZE) are printed with their plans.
@@ -514,21 +511,17 @@ def _write(
     plans: dict[str, list[dict[str, Any]]],
     code: dict[str, Any],
 ) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"dashboard-{stamp}.json"
-    document = {
-        "when": stamp,
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "arguments": vars(args),
-        "code": code,
-        "target_p95_ms": TARGET_MS,
-        "seeded": seeded.as_dict(),
-        "results": [row.as_dict() for row in rows],
-        "plans": plans,
-    }
-    out.write_text(json.dumps(document, indent=2, default=str))
-    print(f"\nwritten: {out.relative_to(ROOT)}")
+    write_results(
+        "dashboard",
+        vars(args),
+        {
+            "code": code,
+            "target_p95_ms": TARGET_MS,
+            "seeded": seeded.as_dict(),
+            "results": [row.as_dict() for row in rows],
+            "plans": plans,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -3,12 +3,16 @@ readings of the servers (queue depth, commits, a process's peak memory)."""
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pika
 import psycopg
@@ -142,3 +146,23 @@ def wait_for_consumers(queue: str, timeout: float = 60) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"no worker consumed {queue} within {timeout}s")
+
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def write_results(kind: str, arguments: dict[str, Any], sections: dict[str, Any]) -> Path:
+    """``bench/results/<kind>-<UTC time>.json``: when, on what machine, with which
+    arguments, and ``sections``; prints and returns its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{kind}-{stamp}.json"
+    document = {
+        "when": stamp,
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "arguments": arguments,
+        **sections,
+    }
+    out.write_text(json.dumps(document, indent=2, default=str))
+    print(f"\nwritten: {out.relative_to(ROOT)}")
+    return out

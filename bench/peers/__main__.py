@@ -17,19 +17,18 @@ import argparse
 import glob
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.services import write_results
+
 ROOT = Path(__file__).resolve().parents[2]
 VENVS = ROOT / "bench" / ".venvs"
-RESULTS = ROOT / "bench" / "results"
 RUN_TIMEOUT = 1800
 
 
@@ -227,17 +226,8 @@ def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 
 def _write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"peers-{stamp}.json"
-    document = {
-        "when": stamp,
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "arguments": {"n": args.n, "repeat": args.repeat, "only": args.only},
-        "peers": rows,
-    }
-    out.write_text(json.dumps(document, indent=2))
-    print(f"\nwritten: {out.relative_to(ROOT)}")
+    arguments = {"n": args.n, "repeat": args.repeat, "only": args.only}
+    write_results("peers", arguments, {"peers": rows})
 
 
 if __name__ == "__main__":
