@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import q_name
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -41,6 +44,7 @@ from app.observability import tracing_middleware
 from app.observability import worker_middleware as observability_middleware
 from app.observability.error_reports import init_error_reports
 from app.recording.acks import AckAfterCommitConsumer
+from app.recording.claims import ClaimingConsumer, ClaimStarts, wait_for_claimed
 
 
 def build_middleware(settings: Settings | None = None) -> list[Middleware]:
@@ -82,7 +86,8 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 class JobstackRabbitmqBroker(RabbitmqBroker):
     """Dramatiq's RabbitMQ broker whose consumers hold each ack until the job's outcome
-    is committed (:mod:`app.recording.acks`)."""
+    is committed (:mod:`app.recording.acks`) and, in a worker, start jobs in batches as
+    their messages arrive (:mod:`app.recording.claims`)."""
 
     #: Read by the tracking middleware: acks here wait for the commit's gate.
     acks_wait_for_commits = True
@@ -90,6 +95,43 @@ class JobstackRabbitmqBroker(RabbitmqBroker):
     def __init__(self, *, idle_connection_seconds: float, **options: Any) -> None:
         super().__init__(**options)
         self.idle_connection_seconds = idle_connection_seconds
+        #: Set by the tracking middleware as a worker boots: hands a delivered message's
+        #: start to the group committer. None (API, scheduler): nothing is claimed.
+        self.claim_starts: ClaimStarts | None = None
+        #: The worker's threads: how many jobs a consumer claims ahead.
+        self.worker_threads = 1
+        #: Called with each claimed job's id (the cancellation registry watches them).
+        self.claim_watchers: list[Callable[[str], None]] = []
+        self._claiming: weakref.WeakSet[ClaimingConsumer] = weakref.WeakSet()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        """A consumer that claims starts as messages arrive, on a worker's job queues.
+
+        Delay queues keep Dramatiq's consumer: their messages wait in the worker for
+        their eta and are sent on to the job queue, where they are claimed.
+        """
+        if self.claim_starts is None or q_name(queue_name) != queue_name:
+            return super().consume(queue_name, prefetch, timeout)
+        self.declare_queue(queue_name, ensure=True)
+        consumer = ClaimingConsumer(
+            self,
+            queue_name,
+            prefetch,
+            timeout,
+            claim_starts=self.claim_starts,
+            threads=self.worker_threads,
+            on_claimed=self._claimed,
+        )
+        self._claiming.add(consumer)
+        return consumer
+
+    def _claimed(self, job_id: str) -> None:
+        for watcher in self.claim_watchers:
+            watcher(job_id)
+
+    def finish_claimed(self, timeout: float) -> bool:
+        """Stop claiming and wait until worker threads took every claimed job."""
+        return wait_for_claimed(list(self._claiming), timeout)
 
     @property
     def connection(self) -> Any:

@@ -26,6 +26,13 @@ class Cancellation(Middleware):
         self.broadcast = broadcast
         self._threads: list[ControlListener | CancelPoller] = []
 
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        # Jobs claimed as their messages arrive wait in this process before they run;
+        # a cancellation meanwhile must keep them from starting.
+        watchers = getattr(broker, "claim_watchers", None)
+        if watchers is not None:
+            watchers.append(self.running.expect)
+
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._threads = [CancelPoller(self.running, self.poll_interval)]
         if self.broadcast and isinstance(broker, RabbitmqBroker):
@@ -34,6 +41,9 @@ class Cancellation(Middleware):
             thread.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        watchers = getattr(broker, "claim_watchers", None)
+        if watchers is not None and self.running.expect in watchers:
+            watchers.remove(self.running.expect)
         for thread in self._threads:
             thread.stop()
         self._threads = []
@@ -42,6 +52,8 @@ class Cancellation(Middleware):
         job = current_job_or_none()  # Set by Tracking, earlier in the list.
         if job is not None and job.id == message.message_id:
             self.running.add(job)
+            # Cancelled while it waited for this thread: stop before the actor starts.
+            job.checkpoint()
 
     def after_process_message(
         self,

@@ -45,6 +45,7 @@ from app.recording.acks import AfterCommit, hold_ack_until
 from app.recording.attempts import insert_job_if_absent
 from app.recording.batch import apply_changes
 from app.recording.changes import RecordOutcome, StartAttempt, StateChange
+from app.recording.claims import NOT_CLAIMED, Decision, take_claim
 from app.recording.group_commit import GroupCommitter
 from app.states import JobState
 from app.timeutil import utcnow
@@ -149,6 +150,26 @@ class Tracking(Middleware):
         # A committer thread does not survive a fork; the worker process gets its own.
         self._committer = self._new_committer()
 
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        # On jobstack's RabbitMQ broker, consumers claim starts as messages arrive.
+        if hasattr(broker, "claim_starts"):
+            setattr(broker, "worker_threads", worker.worker_threads)  # noqa: B010
+            setattr(broker, "claim_starts", self._claim_start)  # noqa: B010
+
+    def _claim_start(self, message: MessageProxy, on_done: Any) -> None:
+        """Start ``message``'s job in the next group commit; ``on_done`` gets the decision."""
+        redelivered = bool(getattr(message, "redelivered", False))
+        self._committer.submit(
+            StartAttempt(message, redelivered), on_done, give_up_after=self._start_patience
+        )
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        # Worker threads still run: let them take every job already claimed (shown
+        # running), instead of leaving those for a redelivery that counts as a crash.
+        finish = getattr(broker, "finish_claimed", None)
+        if finish is not None and not finish(SHUTDOWN_FLUSH_SECONDS):
+            logger.warning("Claimed jobs left untaken at shutdown; their messages return.")
+
     def before_consumer_thread_shutdown(self, broker: Broker, thread: Any) -> None:
         # Workers have stopped; outcomes still being committed release their acks now,
         # before Dramatiq closes the consumers' connections.
@@ -156,20 +177,22 @@ class Tracking(Middleware):
             logger.warning("Outcomes still uncommitted at shutdown; their messages return.")
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        if hasattr(broker, "claim_starts"):
+            setattr(broker, "claim_starts", None)  # noqa: B010 - consumers made later start jobs themselves
         self._committer.stop()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        redelivered = bool(getattr(message, "redelivered", False))
-        try:
-            attempt = self._committer.run(
-                StartAttempt(message, redelivered), give_up_after=self._start_patience
-            )
-        except Exception as error:
+        decision = take_claim(message)
+        if decision is NOT_CLAIMED:
+            decision = self._start_now(message)
+        if isinstance(decision, Exception):
             raise TrackingUnavailable(
-                f"could not start job {message.message_id}: {error}"
-            ) from error
-        if attempt is None:
+                f"could not start job {message.message_id}: {decision}"
+            ) from decision
+        if decision is None:
             raise SkipMessage(f"message {message.message_id} must not run")
+        assert isinstance(decision, int)
+        attempt = decision
         self._local.running = (message.message_id, attempt)
         self._local.retry_eta = None
         self._local.started = time.monotonic()
@@ -188,6 +211,16 @@ class Tracking(Middleware):
         logger.debug(
             "Job %s (%s) started, attempt %d.", message.message_id, message.actor_name, attempt
         )
+
+    def _start_now(self, message: MessageProxy) -> Decision:
+        """Start the job of a message nobody claimed at delivery, waiting for the commit."""
+        redelivered = bool(getattr(message, "redelivered", False))
+        try:
+            return self._committer.run(
+                StartAttempt(message, redelivered), give_up_after=self._start_patience
+            )
+        except Exception as error:
+            return error
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         # A middleware after this one skipped a message this one had started (AgeLimit

@@ -46,24 +46,48 @@ class RunningJobs:
         self.grace = grace
         self._lock = threading.Lock()
         self._jobs: dict[str, _Running] = {}
+        # Jobs claimed here (shown running) whose worker thread has not taken them yet,
+        # and whether their cancellation arrived meanwhile.
+        self._claimed: dict[str, bool] = {}
+
+    def expect(self, job_id: str) -> None:
+        """Watch a job claimed here before its thread runs it: a cancellation that
+        arrives meanwhile keeps its actor from starting."""
+        with self._lock:
+            self._claimed[job_id] = False
 
     def add(self, context: JobContext) -> None:
+        """Register a job its thread is about to run; flags it when its cancellation
+        arrived while it waited for the thread."""
         with self._lock:
             self._jobs[context.id] = _Running(threading.get_ident(), context)
+            cancelled = self._claimed.pop(context.id, False)
+        if cancelled:
+            context.cancel_requested.set()
 
     def remove(self, job_id: str) -> bool:
         """Forget a job; returns whether it was interrupted by force."""
         with self._lock:
             running = self._jobs.pop(job_id, None)
+            self._claimed.pop(job_id, None)
         return bool(running and running.forced)
+
+    def cancel_pending(self, job_id: str) -> bool:
+        """Whether ``job_id`` is claimed here, not yet running, and cancelled."""
+        with self._lock:
+            return self._claimed.get(job_id) is True
 
     def ids(self) -> list[str]:
         with self._lock:
-            return list(self._jobs)
+            return [*self._jobs, *self._claimed]
 
     def cancel(self, job_id: str) -> bool:
         """Flag ``job_id`` for cancellation if it runs here; force it after the grace."""
         with self._lock:
+            if self._claimed.get(job_id) is False:
+                self._claimed[job_id] = True
+                logger.info("Cancelling job %s before it starts.", job_id)
+                return True
             running = self._jobs.get(job_id)
             if running is None or running.context.cancel_requested.is_set():
                 return False

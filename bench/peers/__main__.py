@@ -1,14 +1,18 @@
-"""jobstack's peers on the same machine and servers: Celery, Procrastinate, Oban for Python.
+"""jobstack against its peers on the same machine and servers, in one table.
 
-    python -m bench.peers [-n 5000] [--repeat 3] [--only celery,procrastinate,oban]
+    python -m bench.peers [-n 5000] [--repeat 3] [--only jobstack-postgres,oban,...]
 
-Each peer gets its own venv under bench/.venvs/<peer> (made once, pinned versions), and
-its runner (bench/peers/runners/<peer>_runner.py) runs there as a subprocess: a fresh
-database ``bench_<peer>``, N no-op jobs filled first, the worker started, the time from
-the first job started to the last job recorded finished (worker start-up excluded), and a
-check that the peer's own table holds a finished row per job. The project's venv never
-imports a peer. The table (median and range over the repetitions) goes to stdout, the
-numbers to bench/results/peers-<time>.json.
+The rows: bare Dramatiq (no record: the ceiling), jobstack on PostgreSQL and on SQLite,
+and the peers that keep a record of every job — Oban for Python, Celery (database result
+backend, ``track_started``), Procrastinate. Each peer gets its own venv under
+bench/.venvs/<peer> (made once, pinned versions); jobstack and bare Dramatiq run in the
+project's. Every runner (bench/peers/runners/<runner>.py) runs as a subprocess: a fresh
+database, N no-op jobs filled first, the worker started, the time from the first job
+started to the last job recorded finished (worker start-up excluded), the CPU that the
+worker, PostgreSQL and RabbitMQ used meanwhile (from /proc), and a check that the
+system's own table holds a finished row per job. The project's venv never imports a
+peer. The table (median and range over the repetitions, interleaved) goes to stdout,
+the numbers to bench/results/peers-<time>.json.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ RUN_TIMEOUT = 1800
 @dataclass(frozen=True)
 class Peer:
     name: str
-    #: Pinned requirements, installed into bench/.venvs/<name>.
-    requirements: tuple[str, ...]
+    #: Its runner: bench/peers/runners/<runner>.py, and the arguments it is given.
+    runner: str
+    #: Pinned requirements, installed into bench/.venvs/<name>; none: the project's venv.
+    requirements: tuple[str, ...] = ()
+    runner_arguments: tuple[str, ...] = ()
     #: The smallest Python the peer installs on.
     min_python: tuple[int, int] = (3, 11)
 
@@ -44,11 +51,30 @@ class Peer:
 PEERS = {
     peer.name: peer
     for peer in (
-        Peer("celery", ("celery==5.7.0", "sqlalchemy==2.1.9", "psycopg[binary]==3.3.9")),
-        Peer("procrastinate", ("procrastinate==3.10.0", "psycopg[binary]==3.3.9")),
-        Peer("oban", ("oban==0.7.0", "psycopg[binary]==3.3.9"), min_python=(3, 12)),
+        Peer("bare-dramatiq", "bare_runner"),
+        Peer("jobstack-postgres", "jobstack_runner", runner_arguments=("--backend", "postgres")),
+        Peer("jobstack-sqlite", "jobstack_runner", runner_arguments=("--backend", "sqlite")),
+        Peer(
+            "oban",
+            "oban_runner",
+            ("oban==0.7.0", "psycopg[binary]==3.3.9"),
+            min_python=(3, 12),
+        ),
+        Peer(
+            "celery",
+            "celery_runner",
+            ("celery==5.7.0", "sqlalchemy==2.1.9", "psycopg[binary]==3.3.9"),
+        ),
+        Peer(
+            "procrastinate",
+            "procrastinate_runner",
+            ("procrastinate==3.10.0", "psycopg[binary]==3.3.9"),
+        ),
     )
 }
+
+#: The drain targets of the performance issue: (row, compared with, at least).
+TARGETS = (("jobstack-postgres", "oban", 1.5), ("jobstack-postgres", "bare-dramatiq", 0.5))
 
 
 def _arguments() -> argparse.Namespace:
@@ -96,7 +122,9 @@ def find_python(peer: Peer) -> str | None:
 
 def ensure_venv(peer: Peer, python: str) -> Path:
     """bench/.venvs/<peer> with the pinned requirements; made once, re-installed only
-    when the pins change. Its Python."""
+    when the pins change. Its Python (the project's own for jobstack and bare Dramatiq)."""
+    if not peer.requirements:
+        return Path(sys.executable)
     venv = VENVS / peer.name
     bin_python = venv / "bin" / "python"
     pins = venv / ".bench-pins"
@@ -141,7 +169,14 @@ def run_once(peer: Peer, python: Path, jobs: int, env: dict[str, str]) -> dict[s
     """One run of the peer's runner; its JSON line, with ``ok`` false when it failed or
     did not find a finished row per job."""
     process = subprocess.run(
-        [str(python), "-m", f"bench.peers.runners.{peer.name}_runner", "-n", str(jobs)],
+        [
+            str(python),
+            "-m",
+            f"bench.peers.runners.{peer.runner}",
+            "-n",
+            str(jobs),
+            *peer.runner_arguments,
+        ],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
@@ -168,6 +203,10 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         )
     else:
         rates = [run["jobs_per_second"] for run in good]
+        cpu = {
+            part: statistics.median(run["cpu_ms_per_job"][part] for run in good)
+            for part in good[0]["cpu_ms_per_job"]
+        }
         summary.update(
             status="ok",
             version=good[0]["version"],
@@ -175,6 +214,8 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
             median=statistics.median(rates),
             min=min(rates),
             max=max(rates),
+            cpu_ms_per_job=cpu,
+            peak_rss_mib=max(run["peak_rss_mib"] for run in good),
         )
     return summary
 
@@ -212,22 +253,40 @@ def main() -> None:
 
 
 def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    print(f"\n{os.cpu_count()} cores, {args.n} no-op jobs, {args.repeat} runs each")
-    print(f"  {'peer':<15} {'version':<9} {'python':<8} {'median jobs/s':>14} {'min–max':>13}")
+    print(f"\n{os.cpu_count()} cores, {args.n} no-op jobs, {args.repeat} runs each (interleaved)")
+    print(
+        f"  {'system':<18} {'version':<8} {'median jobs/s':>13} {'min–max':>12}"
+        f" {'CPU ms/job: worker':>19} {'PostgreSQL':>10} {'RabbitMQ':>9} {'all':>6}"
+        f" {'peak RSS':>9}"
+    )
     for row in rows:
         if row["status"] != "ok":
-            print(f"  {row['peer']:<15} {row['status']}")
+            print(f"  {row['peer']:<18} {row['status']}")
             continue
         spread = f"{row['min']:.0f}–{row['max']:.0f}"
+        cpu = row["cpu_ms_per_job"]
         print(
-            f"  {row['peer']:<15} {row['version']:<9} {row['python']:<8}"
-            f" {row['median']:>14.0f} {spread:>13}"
+            f"  {row['peer']:<18} {row['version']:<8} {row['median']:>13.0f} {spread:>12}"
+            f" {cpu['worker']:>19.3f} {cpu['postgres']:>10.3f} {cpu['rabbitmq']:>9.3f}"
+            f" {sum(cpu.values()):>6.3f} {row['peak_rss_mib']:>5.0f} MiB"
         )
+    medians = {row["peer"]: row["median"] for row in rows if row["status"] == "ok"}
+    for subject, other, goal in TARGETS:
+        if subject in medians and other in medians:
+            ratio = medians[subject] / medians[other]
+            verdict = "met" if ratio >= goal else "MISSED"
+            print(f"  {subject} / {other}: {ratio:.2f}x (target >= {goal}x) {verdict}")
 
 
 def _write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     arguments = {"n": args.n, "repeat": args.repeat, "only": args.only}
-    write_results("peers", arguments, {"peers": rows})
+    medians = {row["peer"]: row["median"] for row in rows if row["status"] == "ok"}
+    ratios = {
+        f"{subject} / {other}": medians[subject] / medians[other]
+        for subject, other, _goal in TARGETS
+        if subject in medians and other in medians
+    }
+    write_results("peers", arguments, {"peers": rows, "ratios": ratios})
 
 
 if __name__ == "__main__":

@@ -59,15 +59,15 @@ def main() -> None:
         ],
         log,
     )  # fmt: skip
+    count = common.postgres_counter(url)
     try:
         common.run(
             "celery",
             version("celery"),
             total,
             lambda: common.time_drain(
-                url,
-                "SELECT count(*) FROM celery_taskmeta",
-                "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'",
+                lambda: count("SELECT count(*) FROM celery_taskmeta"),
+                lambda: count("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'"),
                 total,
                 worker,
             ),

@@ -52,15 +52,15 @@ def main() -> None:
         ],
         log,
     )  # fmt: skip
+    count = common.postgres_counter(url)
     try:
         common.run(
             "oban",
             version("oban"),
             total,
             lambda: common.time_drain(
-                url,
-                "SELECT count(*) FROM oban_jobs WHERE state <> 'available'",
-                "SELECT count(*) FROM oban_jobs WHERE state = 'completed'",
+                lambda: count("SELECT count(*) FROM oban_jobs WHERE state <> 'available'"),
+                lambda: count("SELECT count(*) FROM oban_jobs WHERE state = 'completed'"),
                 total,
                 worker,
             ),

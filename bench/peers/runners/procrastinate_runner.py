@@ -51,15 +51,15 @@ def main() -> None:
         ],
         log,
     )  # fmt: skip
+    count = common.postgres_counter(url)
     try:
         common.run(
             "procrastinate",
             version("procrastinate"),
             total,
             lambda: common.time_drain(
-                url,
-                "SELECT count(*) FROM procrastinate_jobs WHERE status <> 'todo'",
-                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",
+                lambda: count("SELECT count(*) FROM procrastinate_jobs WHERE status <> 'todo'"),
+                lambda: count("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"),
                 total,
                 worker,
             ),

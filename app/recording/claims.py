@@ -1,0 +1,269 @@
+"""Starts claimed in batches as RabbitMQ delivers messages, before any worker thread waits.
+
+Without this, every worker thread asks the group committer to start its job and waits for
+the commit before running the actor: eight threads, eight waits, batches of about three.
+Here the consumer hands each delivered message's start to the group committer as soon as
+it arrives, so the starts of everything delivered meanwhile share one commit, and a
+message reaches the work queue only once its start is durable. Its worker thread then
+finds the decision already made (:func:`take_claim`): run attempt N, skip it, or retry
+later because the database was unreachable.
+
+What a claim promises is what the start promised before: the job is ``running`` in the
+database before its actor runs; a cancelled, finished or duplicate job is never started;
+if the process dies before the shared commit, nothing was handed to a worker thread and
+nothing is acked, so RabbitMQ delivers every message again.
+
+How far ahead it claims: a claimed job shows ``running`` while it waits for a free worker
+thread, so the consumer claims at most one job per worker thread, plus as many more as
+would start within :data:`CLAIM_AHEAD_SECONDS` at the rate jobs have been finishing here
+(for millisecond jobs, up to twice the threads; for jobs of a second, none). Messages
+RabbitMQ has delivered beyond that wait unclaimed, still ``queued``, in this consumer.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import pika.exceptions
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.rabbitmq import _RabbitmqMessage
+from dramatiq.common import q_name
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.message import Message, get_encoder
+
+from app.recording.acks import AckAfterCommitConsumer
+
+logger = logging.getLogger(__name__)
+
+#: How long a claimed job may wait for a worker thread, judged by the recent finishing
+#: rate: a job shown ``running`` is running, or starts within about this long.
+CLAIM_AHEAD_SECONDS = 0.005
+#: Weight of the newest run time in the moving average the claim-ahead is judged by.
+RUN_TIME_WEIGHT = 0.05
+#: RabbitMQ prefetch per worker thread: the claimed, the running, those whose ack waits
+#: for their outcome's commit, and the delivered ones waiting to be claimed.
+PREFETCH_PER_THREAD = 4
+
+_CLAIM_ATTRIBUTE = "_jobstack_claim"
+_OWNER_ATTRIBUTE = "_jobstack_claimed_by"
+_HANDED_AT_ATTRIBUTE = "_jobstack_handed_at"
+
+#: What the group committer decided for a message's start: the attempt number to run,
+#: None when it must not run, or the error that kept the start from being recorded.
+Decision = int | None | Exception
+
+
+class ClaimStarts(Protocol):
+    """Hands a message's start to the group committer; ``on_done`` gets the decision on
+    the committer's thread, after the commit."""
+
+    def __call__(self, message: MessageProxy, on_done: Callable[[Decision], None]) -> None: ...
+
+
+class Claim:
+    """A message's committed start, waiting for its worker thread."""
+
+    __slots__ = ("consumer", "decision")
+
+    def __init__(self, consumer: ClaimingConsumer, decision: Decision) -> None:
+        self.consumer = consumer
+        self.decision = decision
+
+
+_NOT_CLAIMED = object()
+
+
+def take_claim(message: MessageProxy) -> Decision | object:
+    """The start decided for ``message`` at delivery, or :data:`NOT_CLAIMED` when it
+    came another way (another broker, a delayed message); once per message."""
+    claim: Claim | None = message.__dict__.pop(_CLAIM_ATTRIBUTE, None)
+    if claim is None:
+        return _NOT_CLAIMED
+    claim.consumer.started(message)
+    return claim.decision
+
+
+#: What :func:`take_claim` returns for a message nobody claimed.
+NOT_CLAIMED = _NOT_CLAIMED
+
+
+class ClaimingConsumer(AckAfterCommitConsumer):
+    """A RabbitMQ consumer that starts jobs in batches as their messages arrive."""
+
+    def __init__(
+        self,
+        broker: Any,
+        queue_name: str,
+        prefetch: int,
+        timeout: int,
+        *,
+        claim_starts: ClaimStarts,
+        threads: int,
+        on_claimed: Callable[[str], None],
+    ) -> None:
+        # The parent opens the connection and channel; its consume() generator is never
+        # started (basic_consume below takes its place), so it registers no consumer.
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self._claim_starts = claim_starts
+        self._on_claimed = on_claimed
+        self._threads = max(1, threads)
+        self._timeout = timeout / 1000
+        self._delivered: collections.deque[MessageProxy] = collections.deque()
+        self._ready: collections.deque[MessageProxy] = collections.deque()
+        self._lock = threading.Lock()
+        self._in_flight = 0  # claimed (or being claimed) and not yet acked or nacked
+        self._unstarted: set[int] = set()  # claimed, not yet taken by a worker thread
+        self._run_time = 0.0  # moving average, seconds from hand-out to ack
+        self._claiming = True
+        self._wake_scheduled = False
+        try:
+            self.channel.basic_qos(prefetch_count=PREFETCH_PER_THREAD * self._threads)
+            self.channel.basic_consume(queue_name, self._on_delivery)
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    # The consumer thread ---------------------------------------------------------------
+
+    def __next__(self) -> MessageProxy | None:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            if self._ready:
+                message = self._ready.popleft()
+                setattr(message, _HANDED_AT_ATTRIBUTE, time.monotonic())
+                return message
+            self._claim_what_fits()
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return None
+            try:
+                self.connection.process_data_events(time_limit=wait)
+            except (
+                AssertionError,
+                pika.exceptions.AMQPConnectionError,
+                pika.exceptions.AMQPChannelError,
+            ) as e:
+                if getattr(e, "reply_code", None) == 404:
+                    self.broker.queues_pending.add(q_name(self.queue_name))
+                raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def _on_delivery(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
+        try:
+            message = Message.decode(body)
+        except DecodeError:
+            logger.exception("Failed to decode message using encoder %r.", get_encoder())
+            self._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        self.known_tags.add(method.delivery_tag)
+        proxy = _RabbitmqMessage(method.redelivered, method.delivery_tag, message)  # type: ignore[no-untyped-call]
+        if "eta" in message.options or not self._claiming:
+            # A delayed message goes to Dramatiq's delay queue, and its worker thread
+            # starts it the old way when it is due.
+            self._ready.append(proxy)
+        else:
+            self._delivered.append(proxy)
+
+    def _claim_what_fits(self) -> None:
+        if not self._delivered or not self._claiming:
+            return
+        with self._lock:
+            room = self._claim_limit() - self._in_flight
+            taken = min(room, len(self._delivered))
+            if taken <= 0:
+                return
+            self._in_flight += taken
+        for _ in range(taken):
+            message = self._delivered.popleft()
+            setattr(message, _OWNER_ATTRIBUTE, self)
+            with self._lock:
+                self._unstarted.add(message._tag)
+            self._claim_starts(message, functools.partial(self._claimed, message))
+
+    def _claim_limit(self) -> int:
+        """One claimed job per worker thread, plus those that would start within
+        CLAIM_AHEAD_SECONDS at the recent finishing rate (at most as many again)."""
+        if self._run_time <= 0:
+            return self._threads
+        ahead = int(self._threads * CLAIM_AHEAD_SECONDS / self._run_time)
+        return self._threads + min(self._threads, ahead)
+
+    # The committer's thread ------------------------------------------------------------
+
+    def _claimed(self, message: MessageProxy, decision: Decision) -> None:
+        setattr(message, _CLAIM_ATTRIBUTE, Claim(self, decision))
+        if isinstance(decision, int):
+            self._on_claimed(message.message_id)
+        self._ready.append(message)
+        self._wake()
+
+    # Worker threads --------------------------------------------------------------------
+
+    def started(self, message: MessageProxy) -> None:
+        with self._lock:
+            self._unstarted.discard(message._tag)
+
+    def ack(self, message: MessageProxy) -> None:
+        self._finished(message)
+        super().ack(message)
+
+    def nack(self, message: MessageProxy) -> None:
+        self._finished(message)
+        super().nack(message)
+
+    def _finished(self, message: MessageProxy) -> None:
+        # Only messages this consumer claimed count: after a reconnect, the messages the
+        # old consumer claimed are acked through the new one.
+        if message.__dict__.pop(_OWNER_ATTRIBUTE, None) is not self:
+            return
+        handed_at = message.__dict__.get(_HANDED_AT_ATTRIBUTE)
+        with self._lock:
+            self._unstarted.discard(message._tag)  # Nacked before a thread took it.
+            self._in_flight = max(0, self._in_flight - 1)
+            if handed_at is not None:
+                run_time = time.monotonic() - handed_at
+                self._run_time += RUN_TIME_WEIGHT * (run_time - self._run_time)
+        if self._delivered:
+            self._wake()  # Room for another claim.
+
+    def _wake(self) -> None:
+        """Make the consumer thread's wait for RabbitMQ return (at most one pending)."""
+        if self._wake_scheduled:
+            return
+        self._wake_scheduled = True
+        try:
+            self.connection.add_callback_threadsafe(self._woken)
+        except Exception:
+            # The connection is closing: the consumer thread stops waiting on it anyway.
+            self._wake_scheduled = False
+
+    def _woken(self) -> None:
+        self._wake_scheduled = False
+
+    # Shutdown --------------------------------------------------------------------------
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more; what is delivered unclaimed returns to RabbitMQ."""
+        self._claiming = False
+
+    def unstarted(self) -> int:
+        """Claimed jobs no worker thread has taken yet."""
+        with self._lock:
+            return len(self._unstarted)
+
+
+def wait_for_claimed(consumers: list[ClaimingConsumer], timeout: float) -> bool:
+    """Stop claiming, then wait until every claimed job was taken by a worker thread, so
+    that a worker shutting down leaves no job ``running`` that nothing runs."""
+    for consumer in consumers:
+        consumer.stop_claiming()
+    deadline = time.monotonic() + timeout
+    while any(consumer.unstarted() for consumer in consumers):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
