@@ -24,6 +24,7 @@ from dramatiq.middleware import (
     Callbacks,
     CurrentMessage,
     Middleware,
+    MiddlewareError,
     Pipelines,
     ShutdownNotifications,
 )
@@ -93,6 +94,9 @@ class JobstackRabbitmqBroker(RabbitmqBroker):
     acks_wait_for_commits = True
 
     def __init__(self, *, idle_connection_seconds: float, **options: Any) -> None:
+        # Before Dramatiq's __init__, which already emits signals (see _hooks).
+        self._hooks_stack: tuple[Middleware, ...] = ()
+        self._hooks_by_name: dict[str, list[Callable[..., None]]] = {}
         super().__init__(**options)
         self.idle_connection_seconds = idle_connection_seconds
         #: Set by the tracking middleware as a worker boots: hands a delivered message's
@@ -132,6 +136,51 @@ class JobstackRabbitmqBroker(RabbitmqBroker):
     def finish_claimed(self, timeout: float) -> bool:
         """Stop claiming and wait until worker threads took every claimed job."""
         return wait_for_claimed(list(self._claiming), timeout)
+
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        """Dramatiq's ``emit_before``, calling only the middleware that define the hook."""
+        for hook in self._hooks("before_" + signal):
+            try:
+                hook(self, *args, **kwargs)
+            except MiddlewareError:
+                raise
+            except Exception:
+                self.logger.critical(
+                    "Unexpected failure in before_%s of %r.", signal, hook, exc_info=True
+                )
+
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        """Dramatiq's ``emit_after`` (last middleware first), likewise."""
+        for hook in self._hooks("after_" + signal):
+            try:
+                hook(self, *args, **kwargs)
+            except Exception:
+                self.logger.critical(
+                    "Unexpected failure in after_%s of %r.", signal, hook, exc_info=True
+                )
+
+    def _hooks(self, name: str) -> list[Callable[..., None]]:
+        """The bound ``name`` hooks of the middleware that override Middleware's no-op,
+        in the order they run; rebuilt whenever the middleware list changes.
+
+        A message passes through about six signals and the stack holds eighteen
+        middleware, most without the hook: calling every one cost a worker ~6 % of its
+        time per no-op job.
+        """
+        stack = tuple(self.middleware)
+        if stack != self._hooks_stack:
+            self._hooks_stack, self._hooks_by_name = stack, {}
+        hooks = self._hooks_by_name.get(name)
+        if hooks is None:
+            base = getattr(Middleware, name, None)
+            ordered = stack if name.startswith("before_") else tuple(reversed(stack))
+            hooks = [
+                getattr(middleware, name)
+                for middleware in ordered
+                if getattr(type(middleware), name, None) is not base
+            ]
+            self._hooks_by_name[name] = hooks
+        return hooks
 
     @property
     def connection(self) -> Any:

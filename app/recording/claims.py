@@ -22,6 +22,7 @@ RabbitMQ has delivered beyond that wait unclaimed, still ``queued``, in this con
 
 from __future__ import annotations
 
+import bisect
 import collections
 import functools
 import logging
@@ -122,6 +123,8 @@ class ClaimingConsumer(AckAfterCommitConsumer):
         self._run_time = 0.0  # moving average, seconds from hand-out to ack
         self._claiming = True
         self._wake_scheduled = False
+        # Acks and nacks released by the commits, sent together by the consumer thread.
+        self._settled: list[tuple[int, bool]] = []
         try:
             self.channel.basic_qos(prefetch_count=PREFETCH_PER_THREAD * self._threads)
             self.channel.basic_consume(queue_name, self._on_delivery)
@@ -142,6 +145,7 @@ class ClaimingConsumer(AckAfterCommitConsumer):
             if wait <= 0:
                 return None
             try:
+                self._send_settled()
                 self.connection.process_data_events(time_limit=wait)
             except (
                 AssertionError,
@@ -157,7 +161,8 @@ class ClaimingConsumer(AckAfterCommitConsumer):
             message = Message.decode(body)
         except DecodeError:
             logger.exception("Failed to decode message using encoder %r.", get_encoder())
-            self._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
+            with self._lock:  # In turn with the acks: a multiple ack must not cover it.
+                self._settled.append((method.delivery_tag, False))
             return
         self.known_tags.add(method.delivery_tag)
         proxy = _RabbitmqMessage(method.redelivered, method.delivery_tag, message)  # type: ignore[no-untyped-call]
@@ -209,11 +214,28 @@ class ClaimingConsumer(AckAfterCommitConsumer):
 
     def ack(self, message: MessageProxy) -> None:
         self._finished(message)
-        super().ack(message)
+        self._after_gate(message, self._settle_ack)
 
     def nack(self, message: MessageProxy) -> None:
         self._finished(message)
-        super().nack(message)
+        self._after_gate(message, self._settle_nack)
+
+    def _settle_ack(self, message: MessageProxy) -> None:
+        self._settle(message, ack=True)
+
+    def _settle_nack(self, message: MessageProxy) -> None:
+        self._settle(message, ack=False)
+
+    def _settle(self, message: MessageProxy, *, ack: bool) -> None:
+        """Queue the ack or nack for the consumer thread (on a worker thread, or on the
+        committer's once the outcome is durable)."""
+        with self._lock:
+            if message._tag not in self.known_tags:
+                logger.warning("Not settling message %s: not in known tags.", message.message_id)
+                return
+            self.known_tags.discard(message._tag)
+            self._settled.append((message._tag, ack))
+        self._wake()
 
     def _finished(self, message: MessageProxy) -> None:
         # Only messages this consumer claimed count: after a reconnect, the messages the
@@ -243,8 +265,39 @@ class ClaimingConsumer(AckAfterCommitConsumer):
 
     def _woken(self) -> None:
         self._wake_scheduled = False
+        self._send_settled()
+
+    def _send_settled(self) -> None:
+        """Send the queued acks and nacks (on the consumer thread, which owns the channel).
+
+        Acks of every delivery up to a tag go as one ``multiple`` ack, as long as no
+        delivery below that tag is still open; nacks go first, one by one, so a multiple
+        ack never covers a message meant for the dead-letter queue.
+        """
+        with self._lock:
+            if not self._settled:
+                return
+            settled, self._settled = self._settled, []
+            lowest_open = min(self.known_tags, default=None)
+        acks = sorted(tag for tag, ack in settled if ack)
+        for tag, ack in settled:
+            if not ack:
+                self.channel.basic_nack(tag, requeue=False)
+        covered = len(acks) if lowest_open is None else bisect.bisect_left(acks, lowest_open)
+        if covered:
+            self.channel.basic_ack(acks[covered - 1], multiple=True)
+        for tag in acks[covered:]:
+            self.channel.basic_ack(tag)
 
     # Shutdown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        # The consumer thread has stopped: what the last commits released goes now.
+        try:
+            self._send_settled()
+        except Exception:
+            logger.warning("Could not send the last acks; those messages return.", exc_info=True)
+        super().close()  # type: ignore[no-untyped-call]
 
     def stop_claiming(self) -> None:
         """Claim nothing more; what is delivered unclaimed returns to RabbitMQ."""

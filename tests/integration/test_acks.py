@@ -18,6 +18,7 @@ from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
 from actors import diagnostics
 from app import db
 from app.jobs import get_job, submit
+from app.recording.claims import ClaimingConsumer
 from app.states import JobState
 from tests.support import gated_actors
 from tests.support.locks import job_row_held
@@ -43,12 +44,20 @@ def acks(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
     """Each acked message id, with its job's committed state when the ack was sent."""
     seen: dict[str, str | None] = {}
     real_ack = _RabbitmqConsumer.ack
+    real_settle = ClaimingConsumer._settle
 
     def spying_ack(consumer: Any, message: MessageProxy) -> None:
         seen[message.message_id] = _committed_state(message.message_id)
         real_ack(consumer, message)  # type: ignore[no-untyped-call]
 
+    def spying_settle(consumer: ClaimingConsumer, message: MessageProxy, *, ack: bool) -> None:
+        # Where a worker's consumer releases an ack for the wire (sent with others).
+        if ack:
+            seen[message.message_id] = _committed_state(message.message_id)
+        real_settle(consumer, message, ack=ack)
+
     monkeypatch.setattr(_RabbitmqConsumer, "ack", spying_ack)
+    monkeypatch.setattr(ClaimingConsumer, "_settle", spying_settle)
     return seen
 
 
