@@ -125,6 +125,7 @@ class ClaimingConsumer(AckAfterCommitConsumer):
         self._wake_scheduled = False
         # Acks and nacks released by the commits, sent together by the consumer thread.
         self._settled: list[tuple[int, bool]] = []
+        self._held_acks: list[int] = []  # consumer thread only
         try:
             self.channel.basic_qos(prefetch_count=PREFETCH_PER_THREAD * self._threads)
             self.channel.basic_consume(queue_name, self._on_delivery)
@@ -143,6 +144,7 @@ class ClaimingConsumer(AckAfterCommitConsumer):
             self._claim_what_fits()
             wait = deadline - time.monotonic()
             if wait <= 0:
+                self._send_settled(everything=True)  # Idle: nothing to wait for.
                 return None
             try:
                 self._send_settled()
@@ -267,34 +269,40 @@ class ClaimingConsumer(AckAfterCommitConsumer):
         self._wake_scheduled = False
         self._send_settled()
 
-    def _send_settled(self) -> None:
+    def _send_settled(self, *, everything: bool = False) -> None:
         """Send the queued acks and nacks (on the consumer thread, which owns the channel).
 
         Acks of every delivery up to a tag go as one ``multiple`` ack, as long as no
         delivery below that tag is still open; nacks go first, one by one, so a multiple
-        ack never covers a message meant for the dead-letter queue.
+        ack never covers a message meant for the dead-letter queue. Acks above an open
+        delivery wait for it (a later multiple ack takes them), up to one per worker
+        thread, or until ``everything`` is sent (the consumer idles or closes): they only
+        hold RabbitMQ's prefetch window, which has room for them.
         """
         with self._lock:
-            if not self._settled:
+            if not self._settled and not (everything and self._held_acks):
                 return
             settled, self._settled = self._settled, []
             lowest_open = min(self.known_tags, default=None)
-        acks = sorted(tag for tag, ack in settled if ack)
         for tag, ack in settled:
             if not ack:
                 self.channel.basic_nack(tag, requeue=False)
+        acks = sorted([*self._held_acks, *(tag for tag, ack in settled if ack)])
         covered = len(acks) if lowest_open is None else bisect.bisect_left(acks, lowest_open)
         if covered:
             self.channel.basic_ack(acks[covered - 1], multiple=True)
-        for tag in acks[covered:]:
-            self.channel.basic_ack(tag)
+        self._held_acks = acks[covered:]
+        if everything or len(self._held_acks) > self._threads:
+            for tag in self._held_acks:
+                self.channel.basic_ack(tag)
+            self._held_acks = []
 
     # Shutdown --------------------------------------------------------------------------
 
     def close(self) -> None:
         # The consumer thread has stopped: what the last commits released goes now.
         try:
-            self._send_settled()
+            self._send_settled(everything=True)
         except Exception:
             logger.warning("Could not send the last acks; those messages return.", exc_info=True)
         super().close()  # type: ignore[no-untyped-call]

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -63,7 +63,8 @@ class _Waiting(Generic[T, R]):
     item: T
     deadline: float | None
     on_done: OnDone[R] | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    #: Set once the outcome is final; only for run() (a submitted item has on_done).
+    done: threading.Event | None = None
     outcome: ItemOutcome[R] | None = None
 
 
@@ -90,8 +91,9 @@ class GroupCommitter(Generic[T, R]):
         Raises the item's own error, or the database's once ``give_up_after`` seconds
         passed without a commit (``None`` waits for ever).
         """
-        waiting = self._hand_over(item, give_up_after, None)
-        waiting.done.wait()
+        done = threading.Event()
+        waiting = self._hand_over(item, give_up_after, None, done)
+        done.wait()
         if isinstance(waiting.outcome, Exception):
             raise waiting.outcome
         return waiting.outcome  # type: ignore[return-value]
@@ -111,11 +113,15 @@ class GroupCommitter(Generic[T, R]):
             return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
 
     def _hand_over(
-        self, item: T, give_up_after: float | None, on_done: OnDone[R] | None
+        self,
+        item: T,
+        give_up_after: float | None,
+        on_done: OnDone[R] | None,
+        done: threading.Event | None = None,
     ) -> _Waiting[T, R]:
         self._ensure_started()
         deadline = None if give_up_after is None else time.monotonic() + give_up_after
-        waiting: _Waiting[T, R] = _Waiting(item, deadline, on_done)
+        waiting: _Waiting[T, R] = _Waiting(item, deadline, on_done, done)
         with self._idle:
             self._unfinished += 1
         self._queue.put(waiting)
@@ -156,6 +162,11 @@ class GroupCommitter(Generic[T, R]):
                         break
                     batch.append(more)
                 self._commit(batch)
+                # Every item of the batch is final now (woken by _commit).
+                with self._idle:
+                    self._unfinished -= len(batch)
+                    if self._unfinished == 0:
+                        self._idle.notify_all()
         finally:
             self._disconnect(broken=False)
 
@@ -219,16 +230,13 @@ class GroupCommitter(Generic[T, R]):
 
     def _wake(self, waiting: _Waiting[T, R], outcome: ItemOutcome[R]) -> None:
         waiting.outcome = outcome
-        waiting.done.set()
+        if waiting.done is not None:
+            waiting.done.set()
         if waiting.on_done is not None:
             try:
                 waiting.on_done(outcome)
             except Exception:
                 logger.exception("A group commit callback failed.")
-        with self._idle:
-            self._unfinished -= 1
-            if self._unfinished == 0:
-                self._idle.notify_all()
 
     def _connect(self) -> Connection:
         """The committer's connection, kept across batches (no pool checkout, no ping)."""

@@ -26,6 +26,8 @@ def _consumer(open_tags: set[int], settled: list[tuple[int, bool]]) -> ClaimingC
     consumer.known_tags = open_tags
     consumer._lock = threading.Lock()
     consumer._settled = settled
+    consumer._held_acks = []
+    consumer._threads = 1
     return consumer
 
 
@@ -42,11 +44,31 @@ def test_acks_below_every_open_delivery_go_as_one_multiple_ack_after_the_nacks()
     assert _sent(consumer) == [("nack", 4, False), ("ack", 5, True)]
 
 
-def test_acks_above_an_open_delivery_go_one_by_one() -> None:
+def test_acks_above_an_open_delivery_wait_for_it_then_go_with_it() -> None:
+    consumer = _consumer({3}, [(4, True), (1, True), (2, True)])
+    consumer._send_settled()
+    # Message 3 still runs: a multiple ack up to 4 would ack it unrun.
+    assert _sent(consumer) == [("ack", 2, True)]
+
+    consumer.known_tags.discard(3)
+    consumer._settled.append((3, True))
+    consumer._send_settled()
+    assert _sent(consumer)[1:] == [("ack", 4, True)]
+
+
+def test_acks_above_an_open_delivery_go_one_by_one_beyond_one_per_thread() -> None:
     consumer = _consumer({3}, [(5, True), (1, True), (4, True), (2, True)])
     consumer._send_settled()
-    # Message 3 still runs: a multiple ack up to 5 would ack it unrun.
+    # Two held for one thread: the window is not left to fill up behind a long job.
     assert _sent(consumer) == [("ack", 2, True), ("ack", 4, False), ("ack", 5, False)]
+
+
+def test_an_idle_consumer_sends_every_held_ack() -> None:
+    consumer = _consumer({3}, [(4, True)])
+    consumer._send_settled()
+    assert _sent(consumer) == []
+    consumer._send_settled(everything=True)
+    assert _sent(consumer) == [("ack", 4, False)]
 
 
 def test_with_nothing_open_every_ack_is_covered_and_nothing_is_sent_twice() -> None:
