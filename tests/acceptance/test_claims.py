@@ -15,7 +15,7 @@ from tests.support.locks import all_jobs_held
 from tests.support.rabbit import real_broker
 from tests.support.waiting import wait_for_state, wait_until
 
-#: Fewer than the worker prefetches (4 per thread, 2 threads): all are delivered at once.
+#: Fewer than the worker prefetches (5 per thread, 2 threads): all are delivered at once.
 JOBS = 6
 MODULES = ("tests.support.marking_actors",)
 
