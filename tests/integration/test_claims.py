@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from app.jobs import get_job, list_events, submit
 from app.messages import message_for
 from app.middleware.cancellation import Cancellation
 from app.operations import control
+from app.recording import claims
 from app.states import JobState
 from tests.integration import test_actors
 from tests.support import gated_actors
@@ -32,14 +34,17 @@ def _ready(broker: RabbitmqBroker) -> int:
 
 
 def test_a_job_cancelled_while_claimed_ahead_of_a_free_thread_never_starts(
-    rabbit: RabbitmqBroker, tmp_path: Path
+    rabbit: RabbitmqBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     test_actors.RUNS.clear()
     go = tmp_path / "go"
+    # Claimed jobs may wait for a thread up to a second here (5 ms by default, which on a
+    # slow machine may claim nothing ahead); a short backlog first gives the worker its
+    # rate of finishing jobs, and it claims ahead of its single thread from then on.
+    monkeypatch.setattr(claims, "CLAIM_AHEAD_SECONDS", 1.0)
+    backlog = [submit(test_actors.counted).id for _ in range(5)]
     with running_worker(rabbit, threads=1):
-        # Millisecond jobs first: the consumer learns that jobs here finish fast, and
-        # claims one job ahead of its single thread from then on.
-        for warm_up in [submit(test_actors.counted).id for _ in range(20)]:
+        for warm_up in backlog:
             wait_for_state(warm_up)
         blocker = submit(gated_actors.until_file, kwargs={"path": str(go)})
         wait_for_state(blocker.id, {JobState.RUNNING})
