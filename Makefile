@@ -32,8 +32,9 @@ test: install
 	infra/scripts/ensure-services rabbitmq postgres
 	PATH="$(TOX_PATH)" $(BIN)/tox $(TOX_FLAGS)
 
-# jobstack against bare Dramatiq and the performance targets, then the peers that keep a record
-# of each job (Celery, Procrastinate, Oban for Python, each in its venv under bench/.venvs/).
+# Submission, latency, memory and commits per job against their targets, then the drain table:
+# bare Dramatiq, jobstack (PostgreSQL, SQLite) and the peers that keep a record of each job
+# (Oban for Python, Celery, Procrastinate, each in its venv under bench/.venvs/), 3 runs each.
 bench: install
 	infra/scripts/ensure-services rabbitmq postgres
 	$(BIN)/python -m bench
