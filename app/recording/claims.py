@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import dramatiq.worker
 import pika.exceptions
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import _RabbitmqMessage
@@ -132,7 +133,9 @@ class ClaimingConsumer(AckAfterCommitConsumer):
         self._settled: list[tuple[int, bool]] = []
         self._held_acks: list[int] = []  # consumer thread only
         try:
-            self.channel.basic_qos(prefetch_count=PREFETCH_PER_THREAD * self._threads)
+            # An operator's dramatiq_queue_prefetch (stricter priority order) still wins.
+            prefetch_count = dramatiq.worker.QUEUE_PREFETCH or PREFETCH_PER_THREAD * self._threads
+            self.channel.basic_qos(prefetch_count=prefetch_count)
             self.channel.basic_consume(queue_name, self._on_delivery)
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from app.jobs import get_job, submit
+from app.recording import claims
 from tests.integration import test_actors
 from tests.support.waiting import wait_for_state
 from tests.support.workers import running_worker
@@ -27,8 +28,8 @@ def test_a_high_priority_job_starts_before_the_backlog_ahead_of_it_drains(
     jumped_ahead_of = [at for at in starts if at and at > urgent_started]
     overtook = [at for at in starts if at and urgent.created_at < at < urgent_started]
     # Only what the worker had already taken when it was submitted (the job running, and
-    # the prefetched ones: threads x 2) may start before it; RabbitMQ hands it out ahead
+    # the prefetched ones: threads x 5) may start before it; RabbitMQ hands it out ahead
     # of everything still queued.
-    prefetched = worker.worker_threads * 2
+    prefetched = worker.worker_threads * claims.PREFETCH_PER_THREAD
     assert len(overtook) <= prefetched + 1, f"{len(overtook)} backlog jobs overtook it"
     assert len(jumped_ahead_of) >= BACKLOG // 2, "it did not start before the backlog drained"
