@@ -64,9 +64,11 @@ def check_tenant_quota(tenant: str, adding: int) -> None:
             )
 
 
-def check_priority(principal: Principal, priority: int | None) -> None:
-    """422 for a priority above the tenants' cap; admins may use every priority."""
-    cap = load_settings().tenant_max_priority
+def check_priority(principal: Principal, priority: int | None, cap: int | None = None) -> None:
+    """422 for a priority above the tenants' cap (``cap``, or read from the settings);
+    admins may use every priority."""
+    if cap is None:
+        cap = load_settings().tenant_max_priority
     if priority is not None and priority > cap and not principal.is_admin:
         abort(
             422,

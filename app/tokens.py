@@ -133,6 +133,12 @@ class _VerifiedTokens:
 verified_tokens = _VerifiedTokens()
 
 
+def recently_verified(token: str) -> Principal | None:
+    """The principal of ``token`` if this process verified it lately, without the
+    database (None: not known here, look it up with :func:`authenticate`)."""
+    return verified_tokens.get(_digest(token))
+
+
 def authenticate(token: str) -> Principal | None:
     """The principal of a valid, unrevoked token; None otherwise."""
     digest = _digest(token)

@@ -23,7 +23,7 @@ from api.serving.handoff import StreamHandoff
 from api.serving.hub import StreamHub
 from api.serving.types import ASGIApp
 from app.config import load_settings
-from app.tokens import authenticate
+from app.tokens import authenticate, recently_verified
 
 
 def create_asgi_app(flask_app: Flask | None = None) -> ASGIApp:
@@ -41,6 +41,11 @@ def create_asgi_app(flask_app: Flask | None = None) -> ASGIApp:
         return settings.api_max_body_bytes
 
     async def token_is_valid(token: str) -> bool:
+        # A token this process verified lately is answered from memory on the loop: the hop
+        # to a thread and back (two GIL hand-overs against busy view threads) is for the
+        # database lookup only.
+        if recently_verified(token) is not None:
+            return True
         return await asyncio.to_thread(authenticate, token) is not None
 
     async def session_is_valid(cookies: str) -> bool:
