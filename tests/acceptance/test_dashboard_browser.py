@@ -261,7 +261,9 @@ def test_the_pages_are_readable_and_work_from_the_keyboard(stack: Stack) -> None
     session = Session(stack.browser, stack.api.base)
     stack.sessions.append(session)
     page = session.goto("/")
-    # The token field has the focus; Enter signs in.
+    # The token field has the focus (autofocus applies once the page is shown: wait for
+    # it rather than type into nothing on a loaded machine); Enter signs in.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
     page.keyboard.type(stack.admin)
     page.keyboard.press("Enter")
     page.wait_for_url(stack.api.base + "/")
