@@ -103,25 +103,9 @@ def jobstack(
     worker gets ``worker_env`` on top (observability switched on, say)."""
     url = fresh_database(backend, work)
     env = {**os.environ, "JOBSTACK_DATABASE_URL": url, "JOBSTACK_LOG_FORMAT": "text"}
-    os.environ.update(env)
+    ids = fill_backlog(url, total)
     from app import db
-    from app.migrations import migrate
 
-    migrate.upgrade(url)
-    db.configure(url)
-    import actors  # noqa: F401
-    from actors import diagnostics
-    from app.broker import broker
-    from app.jobs import submit
-    from app.outbox.publish import published_marks
-
-    assert isinstance(broker, RabbitmqBroker)
-    broker.declare_queue("default", ensure=True)
-    broker.flush_all()
-    # One transaction for the whole backlog: the drain is measured, not the filling.
-    with db.session_scope() as session:
-        ids = [submit(diagnostics.noop, session=session).id for _ in range(total)]
-    published_marks.flush()  # Not while the worker drains.
     commits_before = postgres_commits() if backend == "postgres" else None
     name = f"jobstack-{backend}{'-' + label if label else ''}"
     worker = start_worker(
@@ -154,6 +138,32 @@ def jobstack(
     if commits_before is not None:
         row["worker_commits_per_job"] = (postgres_commits() - commits_before) / total
     return row
+
+
+def fill_backlog(url: str, total: int) -> list[str]:
+    """Migrate the empty database ``url``, make it this process's job database, and submit
+    ``total`` ``diagnostics.noop`` jobs to an emptied queue; their ids, once published."""
+    # Before jobstack is imported: its broker reads the settings at import.
+    os.environ.update(JOBSTACK_DATABASE_URL=url, JOBSTACK_LOG_FORMAT="text")
+    from app import db
+    from app.migrations import migrate
+
+    migrate.upgrade(url)
+    db.configure(url)
+    import actors  # noqa: F401  (declares the actors on jobstack's broker)
+    from actors import diagnostics
+    from app.broker import broker
+    from app.jobs import submit
+    from app.outbox.publish import published_marks
+
+    assert isinstance(broker, RabbitmqBroker)
+    broker.declare_queue("default", ensure=True)
+    broker.flush_all()
+    # One transaction for the whole backlog: the drain is measured, not the filling.
+    with db.session_scope() as session:
+        ids = [submit(diagnostics.noop, session=session).id for _ in range(total)]
+    published_marks.flush()  # Not while the worker drains.
+    return ids
 
 
 def _all_succeeded(total: int, started: float) -> float:

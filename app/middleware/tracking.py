@@ -158,10 +158,7 @@ class Tracking(Middleware):
 
     def _claim_start(self, message: MessageProxy, on_done: Any) -> None:
         """Start ``message``'s job in the next group commit; ``on_done`` gets the decision."""
-        redelivered = bool(getattr(message, "redelivered", False))
-        self._committer.submit(
-            StartAttempt(message, redelivered), on_done, give_up_after=self._start_patience
-        )
+        self._committer.submit(_start_of(message), on_done, give_up_after=self._start_patience)
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         # Worker threads still run: let them take every job already claimed (shown
@@ -214,11 +211,8 @@ class Tracking(Middleware):
 
     def _start_now(self, message: MessageProxy) -> Decision:
         """Start the job of a message nobody claimed at delivery, waiting for the commit."""
-        redelivered = bool(getattr(message, "redelivered", False))
         try:
-            return self._committer.run(
-                StartAttempt(message, redelivered), give_up_after=self._start_patience
-            )
+            return self._committer.run(_start_of(message), give_up_after=self._start_patience)
         except Exception as error:
             return error
 
@@ -298,6 +292,10 @@ class Tracking(Middleware):
             self._committer.run(change, give_up_after=None)
         except (StaleAttempt, InvalidTransition) as error:
             logger.warning("Outcome of job %s not recorded: %s", change.job_id, error)
+
+
+def _start_of(message: MessageProxy) -> StartAttempt:
+    return StartAttempt(message, redelivered=bool(getattr(message, "redelivered", False)))
 
 
 def _outcome_committed(job_id: str, gate: AfterCommit, outcome: object) -> None:

@@ -81,7 +81,8 @@ class Claim:
         self.decision = decision
 
 
-_NOT_CLAIMED = object()
+#: What :func:`take_claim` returns for a message nobody claimed.
+NOT_CLAIMED = object()
 
 
 def take_claim(message: MessageProxy) -> Decision | object:
@@ -89,13 +90,9 @@ def take_claim(message: MessageProxy) -> Decision | object:
     came another way (another broker, a delayed message); once per message."""
     claim: Claim | None = message.__dict__.pop(_CLAIM_ATTRIBUTE, None)
     if claim is None:
-        return _NOT_CLAIMED
+        return NOT_CLAIMED
     claim.consumer.started(message)
     return claim.decision
-
-
-#: What :func:`take_claim` returns for a message nobody claimed.
-NOT_CLAIMED = _NOT_CLAIMED
 
 
 class ClaimingConsumer(AckAfterCommitConsumer):

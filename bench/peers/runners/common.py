@@ -34,13 +34,6 @@ def fresh_database(name: str) -> str:
     return database_url(name)
 
 
-def count(url: str, sql: str) -> int:
-    with psycopg.connect(url, autocommit=True) as connection:
-        row = connection.execute(sql).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def start(
     command: list[str], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:

@@ -10,7 +10,6 @@ worker started, the time from the first job started to the last recorded ``succe
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
+from bench import drain
 from bench.peers.runners import common
 
 DATABASE = "bench_jobstack"
@@ -47,24 +47,7 @@ def main() -> None:
     total = arguments.jobs
     scratch = Path(tempfile.mkdtemp(prefix="bench-jobstack-"))
     url, count = _database(arguments.backend, scratch)
-    # Before jobstack is imported: its broker reads the settings at import.
-    os.environ.update(JOBSTACK_DATABASE_URL=url, JOBSTACK_LOG_FORMAT="text")
-    from app import db
-    from app.migrations import migrate
-
-    migrate.upgrade(url)
-    db.configure(url)
-    import actors  # noqa: F401  (declares the actors on jobstack's broker)
-    from actors import diagnostics
-    from app.broker import broker
-    from app.jobs import submit
-    from app.outbox.publish import published_marks
-
-    broker.flush_all()
-    with db.session_scope() as session:  # One transaction for the whole backlog.
-        for _ in range(total):
-            submit(diagnostics.noop, session=session)
-    published_marks.flush()  # Not while the worker drains.
+    drain.fill_backlog(url, total)
     dramatiq = str(Path(sys.executable).with_name("dramatiq"))
     worker = common.start(
         [dramatiq, "actors", "-p", "1", "-t", "8"],
