@@ -8,17 +8,19 @@ the environment.
 
 from __future__ import annotations
 
+import random
 import re
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import q_name
+from dramatiq.common import dq_name, q_name, xq_name
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -44,6 +46,14 @@ from app.middleware.tracking import Tracking
 from app.observability import tracing_middleware
 from app.observability import worker_middleware as observability_middleware
 from app.observability.error_reports import init_error_reports
+from app.rabbitmq.nodes import amqp_urls
+from app.rabbitmq.queue_arguments import (
+    CLASSIC,
+    QUEUE_TYPES,
+    dead_letter_queue_arguments,
+    delay_queue_arguments,
+    job_queue_arguments,
+)
 from app.recording.acks import AckAfterCommitConsumer
 from app.recording.claims import ClaimingConsumer, ClaimStarts, wait_for_claimed
 
@@ -93,10 +103,20 @@ class JobstackRabbitmqBroker(RabbitmqBroker):
     #: Read by the tracking middleware: acks here wait for the commit's gate.
     acks_wait_for_commits = True
 
-    def __init__(self, *, idle_connection_seconds: float, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        idle_connection_seconds: float,
+        queue_type: str = CLASSIC,
+        delivery_limit: int = 20,
+        **options: Any,
+    ) -> None:
         # Before Dramatiq's __init__, which already emits signals (see _hooks).
         self._hooks_stack: tuple[Middleware, ...] = ()
         self._hooks_by_name: dict[str, list[Callable[..., None]]] = {}
+        self._node_parameters: list[Any] = []
+        self.queue_type = queue_type
+        self.delivery_limit = delivery_limit
         super().__init__(**options)
         self.idle_connection_seconds = idle_connection_seconds
         #: Set by the tracking middleware as a worker boots: hands a delivered message's
@@ -206,17 +226,65 @@ class JobstackRabbitmqBroker(RabbitmqBroker):
     def consumer_class(self) -> type[_RabbitmqConsumer]:
         return AckAfterCommitConsumer
 
+    @property
+    def parameters(self) -> Any:
+        """The nodes' connection parameters, in a new random order for each connection.
 
-def amqp_url(settings: Settings) -> str:
-    """The broker URL with jobstack's heartbeat and blocked-connection timeout.
+        pika tries a list in order: every process starting with the first node would put
+        every connection on it, and a reconnect would find the dead node first again.
+        Shuffled, connections spread over the cluster and a lost one fails over to any
+        node that answers. Every broker and consumer connection reads this.
+        """
+        nodes = list(self._node_parameters)
+        random.shuffle(nodes)
+        return nodes
 
-    Values already in the URL's query string win.
-    """
-    parts = urlsplit(settings.broker_url)
-    query = dict(parse_qsl(parts.query))
-    query.setdefault("heartbeat", str(settings.broker_heartbeat))
-    query.setdefault("blocked_connection_timeout", str(settings.broker_blocked_timeout))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    @parameters.setter
+    def parameters(self, value: Any) -> None:
+        self._node_parameters = list(value) if isinstance(value, list | tuple) else [value]
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        return self.channel.queue_declare(
+            queue=queue_name,
+            durable=True,
+            arguments=job_queue_arguments(
+                queue_name,
+                queue_type=self.queue_type,
+                max_priority=self.max_priority,
+                delivery_limit=self.delivery_limit,
+            ),
+        )
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        arguments = delay_queue_arguments(
+            queue_name, queue_type=self.queue_type, max_priority=self.max_priority
+        )
+        return self.channel.queue_declare(
+            queue=dq_name(queue_name), durable=True, arguments=arguments
+        )
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        arguments = dead_letter_queue_arguments(
+            queue_type=self.queue_type, message_ttl_ms=DEAD_MESSAGE_TTL
+        )
+        return self.channel.queue_declare(
+            queue=xq_name(queue_name), durable=True, arguments=arguments
+        )
+
+    def _ensure_queue(self, canonical_queue_name: str) -> None:
+        try:
+            super()._ensure_queue(canonical_queue_name)  # type: ignore[no-untyped-call]
+        except ConnectionClosed as error:
+            if "inequivalent arg" in str(error):
+                self.logger.error(
+                    "Queue %s exists in RabbitMQ with other arguments than %s queues get "
+                    "(JOBSTACK_QUEUE_TYPE=%s): a queue's type cannot change. Use a new "
+                    "vhost for the new type and drain the old one (docs/scaling.md).",
+                    canonical_queue_name,
+                    self.queue_type,
+                    self.queue_type,
+                )
+            raise
 
 
 def create_broker(settings: Settings) -> dramatiq.Broker:
@@ -226,17 +294,24 @@ def create_broker(settings: Settings) -> dramatiq.Broker:
     if settings.broker_url.startswith("stub://"):
         broker = StubBroker(middleware=build_middleware(settings))
     else:
-        # Queue arguments cannot change once a queue exists, so x-max-priority is fixed
-        # now for every queue jobstack declares (per-job priorities 0–9).
-        url = amqp_url(settings)
-        heartbeat = float(dict(parse_qsl(urlsplit(url).query))["heartbeat"])
+        if settings.queue_type not in QUEUE_TYPES:
+            raise ConfigurationError(
+                f"JOBSTACK_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, "
+                f"not {settings.queue_type!r}"
+            )
+        urls = amqp_urls(settings)
+        heartbeat = min(float(dict(parse_qsl(urlsplit(url).query))["heartbeat"]) for url in urls)
         broker = JobstackRabbitmqBroker(
             # Well before RabbitMQ gives up on a silent client (two missed heartbeats);
             # heartbeat=0 turns heartbeats off, and idle connections then stay up.
             idle_connection_seconds=heartbeat / 2 if heartbeat > 0 else float("inf"),
-            url=url,
+            url=urls,
             confirm_delivery=True,
+            # Classic queues only: queue arguments cannot change once a queue exists, so
+            # x-max-priority is fixed now for every queue (per-job priorities 0–9).
             max_priority=MAX_PRIORITY,
+            queue_type=settings.queue_type,
+            delivery_limit=settings.quorum_delivery_limit,
             middleware=build_middleware(settings),
         )
     for queue in (*STANDARD_QUEUES, *configured_queues(settings)):

@@ -52,6 +52,16 @@ class Settings:
     """Seconds the relay lease lasts; another worker takes over after it expires."""
 
     relay_batch: int = 500
+    queue_type: str = "classic"
+    """``classic`` (one node; per-job priorities 0-9) or ``quorum`` (replicated over a
+    RabbitMQ cluster; see docs/scaling.md for what priorities do there). Every queue
+    jobstack declares gets this type; an existing queue keeps the type it was made with."""
+
+    quorum_delivery_limit: int = 20
+    """Under quorum queues: deliveries of one message (each return by a dead worker or a
+    closed consumer counts) after which RabbitMQ dead-letters it by itself; its job then
+    fails when the dead letters are swept. Keep it above JOBSTACK_POISON_DEATHS."""
+
     """Rows the relay publishes per pass at most."""
 
     db_retry_seconds: float = 30.0

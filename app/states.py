@@ -18,10 +18,12 @@ class JobState(StrEnum):
 
 
 #: Each state and the states it may move to. ``running -> running`` is a redelivery
-#: after a worker died mid-job: the job starts again as a new attempt.
+#: after a worker died mid-job: the job starts again as a new attempt. ``queued`` and
+#: ``retrying`` fail without running when RabbitMQ dead-lettered the message by itself
+#: (a quorum queue's delivery limit; :func:`app.operations.dead_letters.sweep`).
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.SCHEDULED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     JobState.RUNNING: frozenset(
         {
             JobState.RUNNING,
@@ -31,7 +33,7 @@ ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
             JobState.CANCELLED,
         }
     ),
-    JobState.RETRYING: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RETRYING: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset({JobState.QUEUED}),
     JobState.CANCELLED: frozenset({JobState.QUEUED}),

@@ -15,8 +15,10 @@ import pytest
 
 from api.dashboard.throughput import closed_buckets
 from app import db
+from app.config import load_settings
 from app.migrations import migrate
 from app.models import Base
+from app.rabbitmq.queue_arguments import QUORUM
 from app.tokens import verified_tokens
 from tests.support.services import fresh_postgres_database, postgres_admin_url
 from tests.support.splunk import CORPUS_VARIABLE
@@ -82,6 +84,18 @@ def clean_db(database_url: str) -> Iterator[str]:
     verified_tokens.clear()
     closed_buckets.clear()  # The dashboard's closed chart buckets describe the old rows.
     yield database_url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of one queue type run only on it (``tox -e quorum`` runs on quorum queues)."""
+    queue_type = load_settings().queue_type
+    for item in items:
+        if item.get_closest_marker("quorum") and queue_type != QUORUM:
+            item.add_marker(pytest.mark.skip(reason="quorum queues only: tox -e quorum"))
+        if item.get_closest_marker("classic") and queue_type == QUORUM:
+            item.add_marker(
+                pytest.mark.skip(reason="classic queues only (quorum: see docs/scaling.md)")
+            )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -131,7 +131,7 @@ class ControlListener(threading.Thread):
 
     def __init__(self, broker: RabbitmqBroker, running: RunningJobs) -> None:
         super().__init__(name="jobstack-control", daemon=True)
-        self.parameters = broker.parameters
+        self.broker = broker
         self.running = running
         self._stop_event = threading.Event()
 
@@ -144,7 +144,8 @@ class ControlListener(threading.Thread):
                 self._stop_event.wait(2)
 
     def _consume(self) -> None:
-        connection = pika.BlockingConnection(self.parameters)
+        # Read at each (re)connection: the broker hands out its nodes in a new order.
+        connection = pika.BlockingConnection(self.broker.parameters)
         try:
             channel = connection.channel()
             channel.exchange_declare(CONTROL_EXCHANGE, exchange_type="fanout", durable=True)

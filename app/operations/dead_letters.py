@@ -3,6 +3,14 @@
 A re-driven message's job goes back to ``queued`` as a new attempt (with a fresh retry
 budget) and is published again; the dead letter is then acked away. Messages that do not
 match the filter stay where they are. Nothing is decoded but Dramatiq's JSON messages.
+
+A quorum queue counts every fetched message it gets back as a delivery; there, each dead
+letter looked at and kept is filed back as a new message instead (published, confirmed,
+then the fetched one acked), so listing never counts toward a delivery limit.
+
+A quorum queue also dead-letters by itself a message delivered more often than its
+delivery limit (JOBSTACK_QUORUM_DELIVERY_LIMIT), whose job jobstack still records as
+queued or running: :func:`sweep` fails those jobs, and the letter can then be re-driven.
 """
 
 from __future__ import annotations
@@ -21,9 +29,14 @@ from dramatiq.common import xq_name
 from dramatiq.errors import DecodeError
 
 from app import db
+from app.errors import InvalidTransition, StaleAttempt
 from app.models import Job
 from app.operations import control
+from app.rabbitmq.queue_arguments import QUORUM
 from app.states import JobState
+from app.timeutil import utcnow
+from app.transitions import transition
+from app.webhooks import enqueue_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -82,17 +95,65 @@ def _describe(message: Message[Any], queue: str) -> DeadLetter:
     )
 
 
-def _walk(channel: Any, queue: str) -> Iterator[tuple[int, Message[Any] | None, bytes]]:
+@dataclass(frozen=True)
+class Fetched:
+    """A dead letter fetched and not acked yet."""
+
+    tag: int
+    properties: pika.BasicProperties
+    message: Message[Any] | None  # None: not a Dramatiq message
+    body: bytes
+
+    @property
+    def killed_by_rabbitmq(self) -> bool:
+        """Whether RabbitMQ dead-lettered it by itself, past the queue's delivery limit."""
+        headers = self.properties.headers or {}
+        return bool(headers.get("x-first-death-reason") == "delivery_limit")
+
+
+def _walk(channel: Any, queue: str) -> Iterator[Fetched]:
     """Each message now in ``queue``'s dead-letter queue, fetched without acking."""
     pending = channel.queue_declare(xq_name(queue), passive=True).method.message_count
     for _ in range(pending):
-        method, _properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
+        method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
         if method is None:
             return
         try:
-            yield method.delivery_tag, Message.decode(body), body
+            message: Message[Any] | None = Message.decode(body)
         except DecodeError:
-            yield method.delivery_tag, None, body
+            message = None
+        yield Fetched(method.delivery_tag, properties, message, body)
+
+
+class _Letters:
+    """A channel on the dead-letter queues that puts back what it fetched and kept."""
+
+    def __init__(self, broker: RabbitmqBroker) -> None:
+        self.quorum = getattr(broker, "queue_type", None) == QUORUM
+        self.connection = pika.BlockingConnection(broker.parameters)
+        self.channel = self.connection.channel()
+        if self.quorum:
+            self.channel.confirm_delivery()
+
+    def keep(self, queue: str, letter: Fetched) -> None:
+        """Leave ``letter`` in the dead-letter queue.
+
+        Classic queues: nothing to do now; closing the channel puts every message not
+        acked back, and a classic queue counts nothing. Quorum queues: a confirmed copy
+        first (with its headers: the reason it died stays), then the fetched one goes.
+        """
+        if not self.quorum:
+            return
+        self.channel.basic_publish("", xq_name(queue), letter.body, letter.properties)
+        self.channel.basic_ack(letter.tag)
+
+    def close(self) -> None:
+        try:
+            if self.channel.is_open:
+                self.channel.close()
+        finally:
+            if self.connection.is_open:
+                self.connection.close()
 
 
 def process(
@@ -110,40 +171,116 @@ def process(
     queues = [wanted.queue] if wanted.queue else sorted(broker.get_declared_queues())
     found: list[DeadLetter] = []
     scanned = 0
-    connection = pika.BlockingConnection(broker.parameters)
+    letters = _Letters(broker)
     try:
-        channel = connection.channel()
         for queue in queues:
             if len(found) >= limit:
                 break
             broker.declare_queue(queue, ensure=True)
             # Fetching stops at the limit: the letters not fetched stay where they are,
-            # like those fetched and not acked.
-            for tag, message, body in _walk(channel, queue):
+            # like those fetched and kept.
+            for fetched in _walk(letters.channel, queue):
                 scanned += 1
                 if max_scanned is not None and scanned > max_scanned:
+                    letters.keep(queue, fetched)
                     break
+                message = fetched.message
+                letter = None
                 if message is None:
                     logger.warning(
-                        "Leaving an undecodable dead letter in %s: %r", queue, body[:100]
+                        "Leaving an undecodable dead letter in %s: %r", queue, fetched.body[:100]
                     )
-                    continue
-                if wanted.job_id is not None and message.message_id != wanted.job_id:
-                    continue  # Told apart without reading its job.
-                letter = _describe(message, queue)
-                if not _matches(letter, wanted):
+                # A job id filter tells letters apart without reading their jobs.
+                elif wanted.job_id is None or message.message_id == wanted.job_id:
+                    letter = _describe(message, queue)
+                if message is None or letter is None or not _matches(letter, wanted):
+                    letters.keep(queue, fetched)
                     continue
                 found.append(letter)
                 if redrive:
-                    _redrive(broker, channel, tag, message, letter)
+                    _redrive(broker, letters.channel, fetched.tag, message, letter)
+                else:
+                    letters.keep(queue, fetched)
                 if len(found) >= limit:
                     break
-        # Closing the channel puts every message not acked back into its queue.
-        channel.close()
     finally:
-        if connection.is_open:
-            connection.close()
+        # Closing the channel puts every message not acked back into its queue.
+        letters.close()
     return found
+
+
+#: Job states that mean a message should still be on its way to a worker.
+_IN_FLIGHT = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.RETRYING})
+
+
+def sweep(broker: dramatiq.Broker, *, max_scanned: int = 1000) -> list[str]:
+    """Fail the jobs whose messages RabbitMQ dead-lettered by itself; their ids.
+
+    Past a quorum queue's delivery limit RabbitMQ moves a message to its dead-letter
+    queue without a worker seeing it, so nothing recorded the end of its job, which would
+    stay queued, retrying or running forever. Such a job fails here (``DeliveryLimitExceeded``),
+    like a poison message; its letter stays, to be re-driven. Looks at no more than
+    ``max_scanned`` letters per call (those kept go to the back of a quorum queue, so
+    the next call sees others).
+    """
+    if not isinstance(broker, RabbitmqBroker):
+        return []
+    failed: list[str] = []
+    scanned = 0
+    letters = _Letters(broker)
+    try:
+        for queue in sorted(broker.get_declared_queues()):
+            broker.declare_queue(queue, ensure=True)
+            for fetched in _walk(letters.channel, queue):
+                scanned += 1
+                message = fetched.message
+                if (
+                    message is not None
+                    and fetched.killed_by_rabbitmq
+                    and _fail_undelivered(message.message_id, fetched)
+                ):
+                    failed.append(message.message_id)
+                letters.keep(queue, fetched)
+                if scanned >= max_scanned:
+                    return failed
+    finally:
+        letters.close()
+    return failed
+
+
+def _fail_undelivered(job_id: str, fetched: Fetched) -> bool:
+    headers = fetched.properties.headers or {}
+    deliveries = headers.get("x-delivery-count")
+    with db.session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or JobState(job.state) not in _IN_FLIGHT:
+            return False
+        try:
+            transition(
+                session,
+                job_id,
+                JobState.FAILED,
+                only_from=_IN_FLIGHT,
+                attempt=job.attempts,
+                values={
+                    "finished_at": utcnow(),
+                    "error_type": "DeliveryLimitExceeded",
+                    "error_message": (
+                        "RabbitMQ dead-lettered its message past the queue's delivery limit"
+                        + (f" ({deliveries} deliveries)" if deliveries is not None else "")
+                    ),
+                    "error_traceback": None,
+                },
+                kind=JobState.FAILED.value,
+                data={"reason": "delivery_limit", "dead_lettered": True},
+            )
+        except (InvalidTransition, StaleAttempt):
+            return False  # It moved on meanwhile: someone recorded its end.
+        enqueue_delivery(session, job_id)
+    logger.error(
+        "Job %s failed: RabbitMQ dead-lettered its message past the delivery limit.", job_id
+    )
+    return True
 
 
 def _redrive(

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.broker import amqp_url
 from app.config import Settings, load_settings
 from app.errors import ConfigurationError
+from app.rabbitmq.nodes import amqp_url
 
 
 def test_defaults_run_on_one_machine_with_nothing_configured() -> None:

@@ -26,6 +26,7 @@ def test_the_transition_table_is_the_designed_one() -> None:
         (JobState.SCHEDULED, JobState.CANCELLED),
         (JobState.QUEUED, JobState.RUNNING),
         (JobState.QUEUED, JobState.CANCELLED),
+        (JobState.QUEUED, JobState.FAILED),
         (JobState.RUNNING, JobState.RUNNING),
         (JobState.RUNNING, JobState.SUCCEEDED),
         (JobState.RUNNING, JobState.RETRYING),
@@ -33,6 +34,7 @@ def test_the_transition_table_is_the_designed_one() -> None:
         (JobState.RUNNING, JobState.CANCELLED),
         (JobState.RETRYING, JobState.RUNNING),
         (JobState.RETRYING, JobState.CANCELLED),
+        (JobState.RETRYING, JobState.FAILED),
         (JobState.FAILED, JobState.QUEUED),
         (JobState.CANCELLED, JobState.QUEUED),
     }
