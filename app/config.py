@@ -23,6 +23,25 @@ class Settings:
     database_url: str = "sqlite:///var/jobstack.db"
     """SQLAlchemy URL of the job database (``postgresql+psycopg://…`` in production)."""
 
+    db_pool_size: int = 10
+    """PostgreSQL connections a process keeps open once it has needed them (SQLite:
+    unused). A worker process with Dramatiq's 8 threads held at most 9 under load (its
+    threads', the group committer's own, its background threads')."""
+
+    db_max_overflow: int = 10
+    """PostgreSQL connections a process may open beyond ``db_pool_size`` at a peak, closed
+    again when returned: no process holds more than ``db_pool_size + db_max_overflow`` (an
+    API process with 16 threads held 17 under load; a worker at most its threads + 5)."""
+
+    db_pool_timeout: float = 30.0
+    """Seconds a thread waits for a PostgreSQL connection while its process holds
+    ``db_pool_size + db_max_overflow`` already, before its work fails with a pool timeout."""
+
+    db_prepared_statements: bool = True
+    """Whether psycopg prepares a statement run 5 times on a connection. ``false`` behind
+    PgBouncer in transaction mode before 1.21 (Debian 12's is 1.18): a prepared statement
+    stays on a server connection that PgBouncer then gives other clients."""
+
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     """AMQP URL of RabbitMQ, or ``stub://`` for Dramatiq's in-memory stub broker."""
 
@@ -32,6 +51,16 @@ class Settings:
     queues: str = ""
     """More queues jobs may be submitted to (comma-separated), besides ``critical``,
     ``default``, ``low`` and the actors' own; the API refuses every other name."""
+
+    queue_type: str = "classic"
+    """``classic`` (one node; per-job priorities 0-9) or ``quorum`` (replicated over a
+    RabbitMQ cluster; see docs/scaling.md for what priorities do there). Every queue
+    jobstack declares gets this type; an existing queue keeps the type it was made with."""
+
+    quorum_delivery_limit: int = 20
+    """Under quorum queues: deliveries of one message (each return by a dead worker or a
+    closed consumer counts) after which RabbitMQ dead-letters it by itself; its job then
+    fails when the dead letters are swept. Keep it above JOBSTACK_POISON_DEATHS."""
 
     broker_heartbeat: int = 60
     """AMQP heartbeat in seconds: a dead peer is noticed within about twice this."""
@@ -52,16 +81,6 @@ class Settings:
     """Seconds the relay lease lasts; another worker takes over after it expires."""
 
     relay_batch: int = 500
-    queue_type: str = "classic"
-    """``classic`` (one node; per-job priorities 0-9) or ``quorum`` (replicated over a
-    RabbitMQ cluster; see docs/scaling.md for what priorities do there). Every queue
-    jobstack declares gets this type; an existing queue keeps the type it was made with."""
-
-    quorum_delivery_limit: int = 20
-    """Under quorum queues: deliveries of one message (each return by a dead worker or a
-    closed consumer counts) after which RabbitMQ dead-letters it by itself; its job then
-    fails when the dead letters are swept. Keep it above JOBSTACK_POISON_DEATHS."""
-
     """Rows the relay publishes per pass at most."""
 
     db_retry_seconds: float = 30.0

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import load_settings
+from app.config import Settings, load_settings
+from app.errors import ConfigurationError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -56,8 +57,9 @@ def _prepare_sqlite(engine: Engine) -> None:
 engine_hooks: list[Callable[[Engine], None]] = []
 
 
-def build_engine(url: str) -> Engine:
-    """An engine for ``url`` with jobstack's connection settings."""
+def build_engine(url: str, settings: Settings | None = None) -> Engine:
+    """An engine for ``url`` with jobstack's connection settings (``settings``, by default
+    the environment's)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -65,11 +67,38 @@ def build_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _prepare_sqlite(engine)
     else:
-        engine = create_engine(url, pool_size=10, max_overflow=20)
+        engine = create_engine(url, **server_pool_options(parsed, settings or load_settings()))
         _ping_when_idle(engine)
     for hook in engine_hooks:
         hook(engine)
     return engine
+
+
+def server_pool_options(url: URL, settings: Settings) -> dict[str, Any]:
+    """``create_engine`` options of a database server's engine: the pool's bounds and, when
+    prepared statements are off, psycopg's ``prepare_threshold=None``.
+
+    Every connection of a process comes from this one pool (the group committer's too), so
+    ``db_pool_size + db_max_overflow`` bounds what the process holds at once; a thread
+    wanting one more waits up to ``db_pool_timeout``.
+    """
+    if settings.db_pool_size < 1 or settings.db_max_overflow < 0:
+        raise ConfigurationError(
+            "JOBSTACK_DB_POOL_SIZE must be at least 1 and JOBSTACK_DB_MAX_OVERFLOW at least 0, "
+            f"not {settings.db_pool_size} and {settings.db_max_overflow}"
+        )
+    options: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+    }
+    # PgBouncer before 1.21 hands a client's next transaction to any server connection: a
+    # statement psycopg prepared on one is missing on the next ("does not exist"), or another
+    # client's of the same name is already there ("already exists"). Other drivers
+    # (psycopg2) never prepare on their own.
+    if not settings.db_prepared_statements and url.get_driver_name() == "psycopg":
+        options["connect_args"] = {"prepare_threshold": None}
+    return options
 
 
 #: A pooled connection unused for longer than this is pinged before it is handed out.

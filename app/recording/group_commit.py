@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app import db
@@ -188,7 +189,10 @@ class GroupCommitter(Generic[T, R]):
                 for waiting, outcome in zip(batch, outcomes, strict=True):
                     self._wake(waiting, outcome)
                 return
-            if isinstance(error, (OperationalError, InterfaceError)):
+            # A pool timeout: the process holds JOBSTACK_DB_POOL_SIZE + JOBSTACK_DB_MAX_OVERFLOW
+            # connections and the committer (re)connecting must wait for one, as for a
+            # database that is away; its items must not fail for it.
+            if isinstance(error, (OperationalError, InterfaceError, PoolTimeout)):
                 self._disconnect(broken=True)
                 now = time.monotonic()
                 expired = [w for w in batch if w.deadline is not None and now + pause > w.deadline]
@@ -197,7 +201,9 @@ class GroupCommitter(Generic[T, R]):
                 batch = [w for w in batch if w not in expired]
                 if batch:
                     logger.error(
-                        "Job database unavailable (%s); retrying in %.1fs.", error.orig, pause
+                        "Job database unavailable (%s); retrying in %.1fs.",
+                        getattr(error, "orig", error),
+                        pause,
                     )
                     time.sleep(pause)
                     pause = min(pause * 2, LONGEST_PAUSE)
