@@ -72,13 +72,15 @@ class Settings:
     """Whether worker processes run the outbox relay thread."""
 
     relay_interval: float = 1.0
-    """Seconds between two relay passes."""
+    """Seconds between two relay passes (a pass that published a full batch is followed at
+    once)."""
 
     relay_grace: float = 10.0
     """Seconds a queued job may stay unpublished before the relay publishes it."""
 
     relay_lease: float = 15.0
-    """Seconds the relay lease lasts; another worker takes over after it expires."""
+    """SQLite: seconds the relay lease lasts; another worker takes over after it expires.
+    (On PostgreSQL every worker process relays, sharing the rows by row locks.)"""
 
     relay_batch: int = 500
     """Rows the relay publishes per pass at most."""

@@ -46,6 +46,19 @@ def publish(
     ids returned are safe to mark as published: at once, or with ``mark_soon`` in the
     next bulk update of :data:`published_marks`.
     """
+    confirmed = send(broker, messages)
+    marks = {message_id: at for message_id, at in confirmed}
+    if marks and mark_soon:
+        published_marks.add(marks)
+    elif marks:
+        published_marks.write_now(marks)
+    return list(marks)
+
+
+def send(broker: Broker, messages: Sequence[Message[Any]]) -> list[Confirmed]:
+    """Publish ``messages`` in order, stopping at the first failure, and record nothing:
+    returns those the broker confirmed, with the moment each was sent, for the caller to
+    mark (the relay on PostgreSQL marks them in the transaction that holds their rows)."""
     if isinstance(broker, RabbitmqBroker):
         # All sent, then one wait for RabbitMQ's confirms of all of them.
         try:
@@ -65,12 +78,7 @@ def publish(
             len(messages) - len(confirmed),
             len(messages),
         )
-    marks = {message_id: at for message_id, at in confirmed}
-    if marks and mark_soon:
-        published_marks.add(marks)
-    elif marks:
-        published_marks.write_now(marks)
-    return list(marks)
+    return confirmed
 
 
 def _publish_one_by_one(broker: Broker, messages: Sequence[Message[Any]]) -> list[Confirmed]:
