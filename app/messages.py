@@ -21,6 +21,10 @@ ATTEMPTS_OPTION = "jobstack_attempts"
 #: Message option: the message was sent by jobstack (submit or relay), so its row exists.
 TRACKED_OPTION = "jobstack_tracked"
 
+#: Message option: a copy sent again later of a message RabbitMQ had redelivered
+#: (:class:`app.recording.changes.Deferred`); it is a redelivery still.
+REDELIVERED_OPTION = "jobstack_redelivered"
+
 
 def message_for(job: Job) -> Message[Any]:
     """The message that runs ``job``'s next attempt."""

@@ -38,13 +38,13 @@ from app.errors import (
     StaleAttempt,
     TrackingUnavailable,
 )
-from app.messages import ATTEMPTS_OPTION, TRACKED_OPTION
+from app.messages import ATTEMPTS_OPTION, REDELIVERED_OPTION, TRACKED_OPTION
 from app.models import DEFAULT_TENANT, Job
 from app.outbox.publish import published_marks
 from app.recording.acks import AfterCommit, hold_ack_until
 from app.recording.attempts import insert_job_if_absent
 from app.recording.batch import apply_changes
-from app.recording.changes import RecordOutcome, StartAttempt, StateChange
+from app.recording.changes import ChangeResult, Deferred, RecordOutcome, StartAttempt, StateChange
 from app.recording.claims import NOT_CLAIMED, Decision, take_claim
 from app.recording.group_commit import GroupCommitter
 from app.states import JobState
@@ -58,6 +58,10 @@ MAX_TRACEBACK = 32_000
 SHUTDOWN_FLUSH_SECONDS = 30.0
 #: Delay before the relay re-publishes a retry that Retries could not enqueue.
 LOST_RETRY_DELAY = timedelta(seconds=5)
+#: Tries, and the pause between two, to send a put-off message again (a quorum queue
+#: refuses publishes for up to half a second while it elects a new leader).
+RESEND_ATTEMPTS = 4
+RESEND_PAUSE_SECONDS = 0.5
 
 
 class _ReturnedValueFilter(logging.Filter):
@@ -82,7 +86,7 @@ class Tracking(Middleware):
         logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedValueFilter())
 
     @staticmethod
-    def _new_committer() -> GroupCommitter[StateChange, int | None]:
+    def _new_committer() -> GroupCommitter[StateChange, ChangeResult]:
         return GroupCommitter(apply_changes, name="jobstack-group-commit")
 
     # Producer side ------------------------------------------------------------------
@@ -183,11 +187,15 @@ class Tracking(Middleware):
         if decision is NOT_CLAIMED:
             decision = self._start_now(message)
         if isinstance(decision, Exception):
+            _keep_redelivered(message)
             raise TrackingUnavailable(
                 f"could not start job {message.message_id}: {decision}"
             ) from decision
         if decision is None:
             raise SkipMessage(f"message {message.message_id} must not run")
+        if isinstance(decision, Deferred):
+            _send_again_later(broker, message, decision.seconds)
+            raise SkipMessage(f"message {message.message_id} sent again for later")
         assert isinstance(decision, int)
         attempt = decision
         self._local.running = (message.message_id, attempt)
@@ -295,7 +303,39 @@ class Tracking(Middleware):
 
 
 def _start_of(message: MessageProxy) -> StartAttempt:
-    return StartAttempt(message, redelivered=bool(getattr(message, "redelivered", False)))
+    redelivered = getattr(message, "redelivered", False) or message.options.get(
+        REDELIVERED_OPTION, False
+    )
+    return StartAttempt(message, redelivered=bool(redelivered))
+
+
+def _send_again_later(broker: Broker, message: MessageProxy, seconds: float) -> None:
+    """A copy of ``message``, still a redelivery, through the delay queue; the original is
+    acked only once RabbitMQ confirmed the copy (enqueue waits for it), so a failure here
+    leaves the message unacked, to come back."""
+    options = {**message.options, REDELIVERED_OPTION: True, TRACKED_OPTION: True}
+    for attempt in range(1, RESEND_ATTEMPTS + 1):
+        try:
+            broker.enqueue(message.copy(options=options), delay=int(seconds * 1000))
+            return
+        except Exception as error:
+            # A quorum queue electing a new leader refuses publishes for a moment.
+            if attempt < RESEND_ATTEMPTS:
+                time.sleep(RESEND_PAUSE_SECONDS)
+                continue
+            # Never run it instead: its job is running elsewhere. Retries sends it again.
+            _keep_redelivered(message)
+            raise TrackingUnavailable(
+                f"could not send job {message.message_id} again for later: {error}"
+            ) from error
+
+
+def _keep_redelivered(message: MessageProxy) -> None:
+    """Mark a redelivered message so that the copy Retries sends of it, when its start
+    could not be decided now, is taken for a redelivery too (not for a stray duplicate of
+    a running job, which is skipped)."""
+    if getattr(message, "redelivered", False):
+        message.options[REDELIVERED_OPTION] = True
 
 
 def _outcome_committed(job_id: str, gate: AfterCommit, outcome: object) -> None:

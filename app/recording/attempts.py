@@ -12,7 +12,7 @@ they disagree.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dramatiq.broker import MessageProxy
@@ -24,7 +24,9 @@ from app.config import load_settings
 from app.cron import DUPLICATE_TICK_OPTION
 from app.messages import AnyMessage, attempts_made
 from app.models import DEFAULT_TENANT, Job, JobEvent
+from app.models import Worker as WorkerRow
 from app.observability.tracing import TRACE_OPTION
+from app.recording.changes import Deferred
 from app.states import TERMINAL_STATES, JobState
 from app.timeutil import utcnow
 from app.transitions import transition
@@ -75,9 +77,12 @@ def insert_job_if_absent(
     return True
 
 
-def start_attempt(session: Session, message: MessageProxy, redelivered: bool) -> int | None:
+def start_attempt(
+    session: Session, message: MessageProxy, redelivered: bool
+) -> int | Deferred | None:
     """Start the job's next attempt; None when this message must not run (it is skipped
-    after the transaction commits, so a cancellation recorded here stands)."""
+    after the transaction commits, so a cancellation recorded here stands); Deferred when
+    the worker running the current attempt is alive (see :func:`_live_holder`)."""
     job_id = message.message_id
     if message.options.get(DUPLICATE_TICK_OPTION):
         logger.info(
@@ -124,7 +129,18 @@ def start_attempt(session: Session, message: MessageProxy, redelivered: bool) ->
         and _started_by(session, job_id, attempts) == sent_after
     ):
         # The message that started the current attempt came back: the worker running
-        # it died before acking, and RabbitMQ gave it to us.
+        # it died before acking, or lost its connection to RabbitMQ and runs it still.
+        holder = _live_holder(session, job_id)
+        if holder is not None:
+            wait = max(MIN_DEFER_SECONDS, load_settings().heartbeat_interval)
+            logger.info(
+                "Job %s came back from RabbitMQ while worker %s still runs it; "
+                "looking again in %.1f s.",
+                job_id,
+                holder,
+                wait,
+            )
+            return Deferred(wait)
         deaths = _deaths(session, job_id) + 1
         if deaths >= load_settings().poison_deaths:
             _fail_as_poison(session, job_id, attempts, deaths, message)
@@ -216,6 +232,45 @@ def _started_by(session: Session, job_id: str, attempts: int) -> int:
     """
     value = _last_start(session, job_id).get("sent_after")
     return attempts - 1 if value is None else int(value)
+
+
+#: Seconds at least between two looks at a job whose message came back while its worker
+#: still runs it.
+MIN_DEFER_SECONDS = 1.0
+#: A worker silent for this many heartbeat intervals is taken for dead.
+SILENT_BEATS = 3
+#: Seconds past a job's time limit by which its attempt has surely ended.
+TIME_LIMIT_MARGIN = 60.0
+
+
+def _live_holder(session: Session, job_id: str) -> str | None:
+    """The worker that started the job's current attempt, if it may still be running it.
+
+    A worker whose connection to RabbitMQ was lost (a broker node died, a network cut)
+    runs on: its messages go to other workers, which must not start the job again
+    meanwhile. It counts as running the job while its heartbeats go on and either list
+    the job or are not a heartbeat newer than the start (a job claimed, not yet taken by
+    a thread), and never past the job's longest time limit. A worker that really died
+    falls silent: after SILENT_BEATS heartbeat intervals its job is started again.
+    """
+    row = session.execute(select(Job.worker_id, Job.started_at).where(Job.id == job_id)).one()
+    if row.worker_id is None or row.started_at is None:
+        return None
+    settings = load_settings()
+    now = utcnow()
+    if now - row.started_at > timedelta(seconds=settings.max_time_limit + TIME_LIMIT_MARGIN):
+        return None
+    worker = session.get(WorkerRow, row.worker_id)
+    if worker is None or worker.stopped_at is not None:
+        return None
+    if now - worker.last_seen > timedelta(seconds=SILENT_BEATS * settings.heartbeat_interval):
+        return None
+    recent_start = worker.last_seen < row.started_at + timedelta(
+        seconds=settings.heartbeat_interval
+    )
+    if job_id in (worker.running_job_ids or []) or recent_start:
+        return worker.id
+    return None
 
 
 def _deaths(session: Session, job_id: str) -> int:

@@ -31,7 +31,7 @@ from app.messages import attempts_made
 from app.models import Job, JobEvent
 from app.recording.attempts import record_outcome, start_attempt, start_data, start_values
 from app.recording.batch_postgres import apply_common, function_applies
-from app.recording.changes import RecordOutcome, StartAttempt, StateChange
+from app.recording.changes import ChangeResult, RecordOutcome, StartAttempt, StateChange
 from app.recording.group_commit import ItemOutcome, PartlyCommitted
 from app.states import TERMINAL_STATES, JobState, is_allowed
 from app.timeutil import utcnow
@@ -45,14 +45,14 @@ STARTABLE = frozenset({JobState.QUEUED, JobState.RETRYING})
 
 def apply_changes(
     session: Session, changes: Sequence[StateChange]
-) -> list[ItemOutcome[int | None]]:
+) -> list[ItemOutcome[ChangeResult]]:
     """Apply ``changes``; one outcome per change, in order.
 
     The caller commits the session's transaction; on PostgreSQL the common cases have
     already committed on their own by then (in one statement, one round trip).
     """
     # Every slot is filled below; None is also the outcome of a recorded RecordOutcome.
-    outcomes: list[ItemOutcome[int | None]] = [None] * len(changes)
+    outcomes: list[ItemOutcome[ChangeResult]] = [None] * len(changes)
     per_job = Counter(change.job_id for change in changes)
     connection = session.connection()
     if connection.dialect.name != "postgresql":
@@ -75,7 +75,7 @@ def _apply_common_postgres(
     session: Session,
     changes: Sequence[StateChange],
     per_job: Counter[str],
-    outcomes: list[ItemOutcome[int | None]],
+    outcomes: list[ItemOutcome[ChangeResult]],
 ) -> list[int]:
     """The common cases, server-side and committed in one round trip; returns the
     indexes left over (for a transaction of their own)."""
@@ -109,7 +109,7 @@ def _apply_common_portable(
     session: Session,
     changes: Sequence[StateChange],
     per_job: Counter[str],
-    outcomes: list[ItemOutcome[int | None]],
+    outcomes: list[ItemOutcome[ChangeResult]],
 ) -> list[int]:
     """The common cases from one locking read and multi-row statements; returns the
     indexes left over."""
@@ -193,7 +193,7 @@ class _Writes:
             self.webhooks.append(row.id)
         return True
 
-    def result_of(self, change: StateChange) -> int | None:
+    def result_of(self, change: StateChange) -> ChangeResult:
         return self._attempts[change.job_id] if isinstance(change, StartAttempt) else None
 
     def _queue(
@@ -257,7 +257,7 @@ class _Writes:
             enqueue_delivery(session, job_id)
 
 
-def _one_by_one(session: Session, change: StateChange) -> ItemOutcome[int | None]:
+def _one_by_one(session: Session, change: StateChange) -> ItemOutcome[ChangeResult]:
     """The general path for one change, in a savepoint: its failure undoes only itself."""
     try:
         with session.begin_nested():

@@ -14,9 +14,19 @@ from app.states import JobState
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """A start put off: the message came back from RabbitMQ while the worker that
+    started the job's current attempt still runs it (its connection was lost, not the
+    worker). Running it now would run the job twice; it is sent again after ``seconds``,
+    by when that attempt has ended or its worker is known to be gone."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class StartAttempt:
     """Start the next attempt of the job of ``message``; the result is the attempt
-    number, or None when the message must not run."""
+    number, None when the message must not run, or :class:`Deferred`."""
 
     message: MessageProxy
     redelivered: bool
@@ -38,3 +48,6 @@ class RecordOutcome:
 
 
 StateChange = StartAttempt | RecordOutcome
+#: What applying a change gives: a start's attempt number, None or Deferred; None for
+#: an outcome.
+ChangeResult = int | Deferred | None

@@ -41,6 +41,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message, get_encoder
 
 from app.recording.acks import AckAfterCommitConsumer
+from app.recording.changes import ChangeResult
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ _CLAIM_ATTRIBUTE = "_jobstack_claim"
 _OWNER_ATTRIBUTE = "_jobstack_claimed_by"
 
 #: What the group committer decided for a message's start: the attempt number to run,
-#: None when it must not run, or the error that kept the start from being recorded.
-Decision = int | None | Exception
+#: None when it must not run, Deferred when it is to be sent again later, or the error
+#: that kept the start from being recorded.
+Decision = ChangeResult | Exception
 
 
 class ClaimStarts(Protocol):

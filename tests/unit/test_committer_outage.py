@@ -10,7 +10,7 @@ from dramatiq.broker import MessageProxy
 from app import db
 from app.jobs import get_job
 from app.recording.batch import apply_changes
-from app.recording.changes import StartAttempt, StateChange
+from app.recording.changes import ChangeResult, StartAttempt, StateChange
 from app.recording.group_commit import GroupCommitter
 from tests.support.factories import make_job
 from tests.support.services import postgres_admin_url
@@ -26,7 +26,7 @@ def _start(job_id: str) -> StartAttempt:
 def test_a_committer_whose_connection_was_cut_reconnects_and_applies_the_change(
     postgres: str,
 ) -> None:
-    committer: GroupCommitter[StateChange, int | None] = GroupCommitter(
+    committer: GroupCommitter[StateChange, ChangeResult] = GroupCommitter(
         apply_changes, name="test-outage"
     )
     try:

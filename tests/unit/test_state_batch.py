@@ -15,7 +15,7 @@ from app.errors import StaleAttempt
 from app.jobs import get_job, list_events
 from app.models import Job
 from app.recording.batch import apply_changes
-from app.recording.changes import RecordOutcome, StartAttempt, StateChange
+from app.recording.changes import ChangeResult, RecordOutcome, StartAttempt, StateChange
 from app.recording.group_commit import GroupCommitter
 from app.states import JobState
 from app.timeutil import utcnow
@@ -170,7 +170,7 @@ def test_a_failure_after_the_common_cases_committed_does_not_apply_them_twice(
         raise RuntimeError("the general path broke")
 
     monkeypatch.setattr("app.recording.batch.start_attempt", broken_start)
-    committer: GroupCommitter[StateChange, int | None] = GroupCommitter(
+    committer: GroupCommitter[StateChange, ChangeResult] = GroupCommitter(
         apply_changes, name="test-commit"
     )
     results: dict[str, Any] = {}

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import dramatiq
 import pytest
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
+from app import db
 from app.jobs import get_job, list_events, submit
-from app.messages import ATTEMPTS_OPTION, message_for
+from app.messages import ATTEMPTS_OPTION, REDELIVERED_OPTION, message_for
 from app.middleware.tracking import Tracking
+from app.models import Job
+from app.models import Worker as WorkerRow
 from app.states import JobState
+from app.timeutil import utcnow
 from tests.support.factories import make_job
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
@@ -287,3 +292,70 @@ def test_an_actors_time_limit_is_capped_below_the_consumer_timeout(stub: StubAct
     assert time.monotonic() - started < 5
     done = get_job(job.id)
     assert (done.state, done.error_type) == ("failed", "TimeLimitExceeded")
+
+
+def _holder(job_id: str, *, silent_for: float, lists_the_job: bool) -> None:
+    """The job's current attempt started 30 s ago by worker ``w:1``, whose last heartbeat
+    was ``silent_for`` seconds ago."""
+    now = utcnow()
+    with db.session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.worker_id, job.started_at = "w:1", now - timedelta(seconds=30)
+        session.add(
+            WorkerRow(
+                id="w:1",
+                hostname="w",
+                pid=1,
+                queues=["default"],
+                started_at=now - timedelta(minutes=5),
+                last_seen=now - timedelta(seconds=silent_for),
+                running_job_ids=[job_id] if lists_the_job else [],
+            )
+        )
+
+
+def _held_back(stub: StubActors) -> list[dramatiq.Message]:  # type: ignore[type-arg]
+    return [dramatiq.Message.decode(body) for body in stub.broker.queues["default.DQ"].queue]
+
+
+def test_a_redelivery_while_its_worker_still_runs_the_job_is_sent_again_later(
+    stub: StubActors,
+) -> None:
+    """A worker that lost its connection to RabbitMQ runs on: its job must not start
+    twice. The message goes back through the delay queue, still a redelivery."""
+    job_id = make_job(JobState.RUNNING, attempts=1)
+    _holder(job_id, silent_for=0.1, lists_the_job=True)
+
+    with pytest.raises(SkipMessage):
+        _deliver(stub, job_id, sent_after=0, redelivered=True)
+
+    assert (get_job(job_id).state, get_job(job_id).attempts) == ("running", 1)
+    [copy] = _held_back(stub)
+    assert (copy.message_id, copy.options[REDELIVERED_OPTION]) == (job_id, True)
+    assert copy.options["eta"] >= time.time() * 1000 + 0.9 * 1000  # at least a second on
+
+    # The worker then falls silent (it died): the copy starts the next attempt, as a
+    # redelivery (a death, for the poison rule).
+    with db.session_scope() as session:
+        worker = session.get(WorkerRow, "w:1")
+        assert worker is not None
+        worker.last_seen = utcnow() - timedelta(seconds=60)
+    tracking = next(m for m in stub.broker.middleware if isinstance(m, Tracking))
+    tracking.before_process_message(stub.broker, MessageProxy(copy))
+    assert (get_job(job_id).state, get_job(job_id).attempts) == ("running", 2)
+    assert list_events(job_id)[-1].kind == "redelivered"
+
+
+def test_a_redelivery_of_a_job_its_live_worker_no_longer_runs_starts_it(
+    stub: StubActors,
+) -> None:
+    """Heartbeats since the start that do not list the job: the worker dropped it (a
+    claim lost with its connection), so waiting for it would wait forever."""
+    job_id = make_job(JobState.RUNNING, attempts=1)
+    _holder(job_id, silent_for=0.1, lists_the_job=False)
+
+    _deliver(stub, job_id, sent_after=0, redelivered=True)
+
+    assert get_job(job_id).attempts == 2
+    assert _held_back(stub) == []
