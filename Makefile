@@ -10,7 +10,7 @@ TOX_PATH := $(subst $(eval) ,:,$(strip $(PYTHON_BINS) $(PATH)))
 # Under CI=true a Python of the matrix that cannot be found fails the run.
 TOX_FLAGS := $(if $(filter true,$(CI)),--skip-missing-interpreters=false)
 
-.PHONY: install run test services lint typing clean bench bench-datasets bench-dashboard observe screenshots
+.PHONY: install run test services lint typing clean bench bench-cluster bench-datasets bench-dashboard observe screenshots
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,7 @@ run: install
 	$(BIN)/jobstack up
 
 test: install
-	infra/scripts/ensure-services rabbitmq postgres
+	infra/scripts/ensure-services rabbitmq postgres quorum-vhost
 	PATH="$(TOX_PATH)" $(BIN)/tox $(TOX_FLAGS)
 
 # Submission, latency, memory and commits per job against their targets, then the drain table:
@@ -39,6 +39,12 @@ bench: install
 	infra/scripts/ensure-services rabbitmq postgres
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.peers
+
+# Drain rate with 1 and 2 worker processes: one node (classic, then quorum queues) against a
+# 3-node cluster with quorum queues started here (docs/scaling.md).
+bench-cluster: install
+	infra/scripts/ensure-services rabbitmq postgres
+	$(BIN)/python -m bench.cluster
 
 # A 1,000,000-row dataset load, kept out of the normal test run.
 bench-datasets: install

@@ -10,12 +10,16 @@ one, so this asks ``rabbitmqctl`` on this machine, or else RabbitMQ's management
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from urllib.parse import quote, unquote, urlsplit
+
+import pika
+import pika.exceptions
 
 from app.config import load_settings
 
@@ -61,13 +65,21 @@ def _with_management_api(host: str, vhost: str, user: str, password: str) -> boo
     return True
 
 
+def _opens(url: str) -> bool:
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+        return True
+    return False
+
+
 def ensure_vhost(url: str) -> str:
     """Create ``url``'s vhost (with the URL's user allowed everything there) unless it
     exists; its name. Raises SystemExit saying what to do when neither way works."""
-    parts = urlsplit(url.split(";")[0])
+    url = url.split(";")[0]
+    parts = urlsplit(url)
     vhost = unquote(parts.path.lstrip("/")) or "/"
     user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
-    if vhost == "/":
+    if vhost == "/" or _opens(url):
         return vhost
     if _with_rabbitmqctl(vhost, user) or _with_management_api(
         parts.hostname or "127.0.0.1", vhost, user, password

@@ -454,8 +454,14 @@ def worker_queues() -> set[str]:
     import actors  # noqa: F401  (declares the actors' queues)
     from app.broker import broker, configured_queues
 
-    declared = {name for name in broker.get_declared_queues() if q_name(name) == name}
-    return set(STANDARD_QUEUES) | set(configured_queues(configured())) | declared
+    # jobstack's own actors only: other tests declare actors and queues of their own on
+    # the same broker.
+    own = {
+        actor.queue_name
+        for actor in broker.actors.values()
+        if actor.fn.__module__.split(".")[0] == "actors"
+    }
+    return set(STANDARD_QUEUES) | set(configured_queues(configured())) | own
 
 
 def rabbitmq_triggers() -> Iterator[dict[str, Any]]:
