@@ -13,7 +13,7 @@ import pytest
 from app.jobs import get_job, submit
 from app.tokens import create_token
 from tests.acceptance.conftest import BIN, WorkerProcess
-from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.sentry_receiver import SentryReceiver, tags
 from tests.support.served_api import ServedApi
 from tests.support.waiting import wait_for_state, wait_until
@@ -136,7 +136,14 @@ def test_with_tracing_on_the_event_names_the_trace_of_its_job(
             failing = _submit(api, token, body, "sentry-traced")
             assert wait_for_state(failing, timeout=30).state == "failed"
             wait_until(lambda: receiver.events_of(failing), 15, "the failed job's event")
-            spans = wait_until(lambda: traces.trace_of(failing), 15, "the job's trace")
+            # Each process exports its spans on its own schedule: wait for all three.
+            wanted = {"POST /v1/jobs", "create default", "process default"}
+
+            def whole_trace() -> list[ReceivedSpan] | None:
+                found = traces.trace_of(failing)
+                return found if wanted <= {span.name for span in found} else None
+
+            spans = wait_until(whole_trace, 15, "the job's trace from the request to the attempt")
         finally:
             worker.stop()
             api.stop()
@@ -144,4 +151,4 @@ def test_with_tracing_on_the_event_names_the_trace_of_its_job(
     [event] = receiver.events_of(failing)
     # The event leads to the job's trace: the API request, its creation, the attempt.
     assert tags(event)["trace_id"] == spans[0].trace_id
-    assert {span.name for span in spans} >= {"POST /v1/jobs", "create default", "process default"}
+    assert {span.name for span in spans} >= wanted
