@@ -86,7 +86,8 @@ class Forwarder:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name=f"forward {listen}").start()
+        self._thread = threading.Thread(target=self._accept, daemon=True, name=f"forward {listen}")
+        self._thread.start()
 
     def _accept(self) -> None:
         while True:
@@ -124,7 +125,13 @@ class Forwarder:
         with self._lock:
             self._closed = True
             sockets, self._sockets = self._sockets, set()
+        # close() alone leaves the socket bound while a thread is blocked in accept() on
+        # it (the call holds it): the next Forwarder on the same address then fails with
+        # "Address already in use". shutdown() wakes accept() first.
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
+        self._thread.join(5)
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
