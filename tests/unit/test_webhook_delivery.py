@@ -7,6 +7,7 @@ check passed is the one connected to, and HTTPS is still verified against the ho
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
@@ -133,7 +134,15 @@ def test_the_address_that_passed_the_check_is_the_one_connected_to(
     # refused address. Both servers listen on the same port, on two loopback addresses.
     monkeypatch.setenv("JOBSTACK_WEBHOOK_ALLOW", "127.0.0.2/32")
     resolver = Resolver(monkeypatch, ["127.0.0.2"], ["127.0.0.1"])
-    with serving("127.0.0.2") as checked, serving("127.0.0.1", checked.port) as refused:
+    with contextlib.ExitStack() as servers:
+        # The port the first server got may be taken on 127.0.0.1 already: try another.
+        for _ in range(20):
+            checked = servers.enter_context(serving("127.0.0.2"))
+            try:
+                refused = servers.enter_context(serving("127.0.0.1", checked.port))
+                break
+            except OSError:
+                servers.close()
         job_id = _job_calling(f"http://{HOST}:{checked.port}/hook")
         assert webhooks.deliver(job_id) == {"status": 204}
 
