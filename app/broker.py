@@ -54,6 +54,7 @@ from app.rabbitmq.queue_arguments import (
     delay_queue_arguments,
     job_queue_arguments,
 )
+from app.rabbitmq.quiet_close import closing_quietly
 from app.recording.acks import AckAfterCommitConsumer
 from app.recording.claims import ClaimingConsumer, ClaimStarts, wait_for_claimed
 
@@ -211,16 +212,35 @@ class JobstackRabbitmqBroker(RabbitmqBroker):
         already dropped, and its next publish would fail. Closing and reopening it before
         use costs one connection set-up after an idle spell, never a failed request.
         """
-        now = time.monotonic()
-        last_used = getattr(self.state, "connection_used_at", now)
-        if now - last_used > self.idle_connection_seconds:
-            del self.connection
-        self.state.connection_used_at = now
+        self._drop_if_idle()
         return super().connection
 
     @connection.deleter
     def connection(self) -> None:
         RabbitmqBroker.connection.fdel(self)  # type: ignore[attr-defined]
+
+    @property
+    def channel(self) -> Any:
+        """The thread's channel, on a connection replaced first if it has been idle too long.
+
+        Dramatiq hands out a thread's cached channel without reading ``connection``: an
+        operator's queue listing after a quiet spell used the channel of a connection
+        RabbitMQ had dropped, and failed with StreamLostError.
+        """
+        self._drop_if_idle()
+        return RabbitmqBroker.channel.fget(self)  # type: ignore[attr-defined]
+
+    @channel.deleter
+    def channel(self) -> None:
+        RabbitmqBroker.channel.fdel(self)  # type: ignore[attr-defined]
+
+    def _drop_if_idle(self) -> None:
+        now = time.monotonic()
+        last_used = getattr(self.state, "connection_used_at", now)
+        if now - last_used > self.idle_connection_seconds:
+            with closing_quietly(self.logger):
+                del self.connection
+        self.state.connection_used_at = now
 
     @property
     def consumer_class(self) -> type[_RabbitmqConsumer]:

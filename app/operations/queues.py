@@ -40,14 +40,19 @@ def queue_stats(broker: dramatiq.Broker) -> list[QueueStats]:
 
 def _rabbitmq_stats(broker: RabbitmqBroker, name: str) -> QueueStats:
     broker.declare_queue(name, ensure=True)
-    try:
-        counts = [
-            broker.channel.queue_declare(queue=queue, passive=True).method
-            for queue in (name, dq_name(name), xq_name(name))
-        ]
-    except pika.exceptions.AMQPError:
-        del broker.connection  # The next caller gets a fresh connection.
-        raise
+    for attempt in (1, 2):
+        try:
+            counts = [
+                broker.channel.queue_declare(queue=queue, passive=True).method
+                for queue in (name, dq_name(name), xq_name(name))
+            ]
+            break
+        except pika.exceptions.AMQPError as error:
+            del broker.connection  # The next caller gets a fresh connection.
+            # A dropped connection (a restarted node, missed heartbeats) is read again
+            # once on a fresh one: counting changes nothing.
+            if attempt == 2 or not isinstance(error, pika.exceptions.AMQPConnectionError):
+                raise
     return QueueStats(
         name,
         ready=counts[0].message_count,
