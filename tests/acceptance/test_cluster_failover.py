@@ -233,7 +233,10 @@ def test_a_killed_broker_node_loses_no_job(
         leader = cluster.leader_of("default")
         # Connections go to the nodes in random order: restart a worker until one consumes
         # `default` through the leader, so that killing it catches jobs in flight.
-        for _ in range(12):
+        for _ in range(20):
+            # A worker logs that it is ready before its consumer threads connect: wait
+            # for both consumers of `default`, or the check reads the old set.
+            wait_until(lambda: len(_consumer_nodes(cluster, "default")) == 2, 60, "2 consumers")
             if leader in _consumer_nodes(cluster, "default"):
                 break
             workers[0].stop()
