@@ -15,6 +15,7 @@ from app.broker import JobstackRabbitmqBroker
 from app.config import load_settings
 from app.operations.queues import queue_stats
 from app.rabbitmq.nodes import amqp_urls
+from tests.support.rabbit import delete_queue
 from tests.support.services import reachable, require
 
 #: RabbitMQ closes a connection that missed two 1 s heartbeats: silence for this long is
@@ -27,11 +28,8 @@ def queue() -> Iterator[str]:
     """A throwaway queue name, with its delay and dead-letter queues deleted at the end."""
     name = f"idle-{uuid.uuid4().hex[:8]}"
     yield name
-    settings = load_settings()
-    cleaner = JobstackRabbitmqBroker(idle_connection_seconds=30, url=amqp_urls(settings))
-    for doomed in (name, f"{name}.DQ", f"{name}.XQ"):
-        cleaner.channel.queue_delete(doomed)
-    cleaner.close()
+    cleaner = JobstackRabbitmqBroker(idle_connection_seconds=30, url=amqp_urls(load_settings()))
+    delete_queue(cleaner, name)
 
 
 def _broker(queue: str, idle_connection_seconds: float) -> JobstackRabbitmqBroker:

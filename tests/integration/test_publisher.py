@@ -11,6 +11,7 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from app.outbox.confirms import publisher_for
+from tests.support.rabbit import delete_queue
 
 QUEUE = "jobstack-publisher-test"
 
@@ -33,14 +34,7 @@ def broker(rabbit: RabbitmqBroker) -> Iterator[RabbitmqBroker]:
     rabbit.declare_queue(QUEUE, ensure=True)
     rabbit.flush(QUEUE)
     yield rabbit
-    connection = pika.BlockingConnection(rabbit.parameters)
-    try:
-        channel = connection.channel()
-        for name in (QUEUE, f"{QUEUE}.DQ", f"{QUEUE}.XQ"):
-            channel.queue_delete(name)
-    finally:
-        connection.close()
-    rabbit.queues.discard(QUEUE)
+    delete_queue(rabbit, QUEUE)
 
 
 def test_a_batch_is_confirmed_whole_and_in_order(broker: RabbitmqBroker) -> None:

@@ -21,6 +21,7 @@ from app.models import Job
 from app.outbox.relay import Relay
 from app.states import JobState
 from app.timeutil import utcnow
+from tests.support.rabbit import delete_queue
 
 QUEUE = "jobstack-relay-scaling-test"
 ROWS = 3000
@@ -44,15 +45,7 @@ def queue(rabbit: RabbitmqBroker) -> Iterator[str]:
     rabbit.declare_queue(QUEUE, ensure=True)
     rabbit.flush(QUEUE)
     yield QUEUE
-    connection = pika.BlockingConnection(rabbit.parameters)
-    try:
-        channel = connection.channel()
-        for name in (QUEUE, f"{QUEUE}.DQ", f"{QUEUE}.XQ"):
-            channel.queue_delete(name)
-    finally:
-        connection.close()
-    rabbit.queues.discard(QUEUE)
-    rabbit.delay_queues.discard(f"{QUEUE}.DQ")
+    delete_queue(rabbit, QUEUE)
 
 
 def _backlog(count: int) -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import dq_name, xq_name
 
 from app.config import load_settings
 from tests.support.services import reachable, require
@@ -25,3 +27,19 @@ def purge(broker: RabbitmqBroker) -> None:
     for queue in broker.get_declared_queues():
         broker.declare_queue(queue, ensure=True)
     broker.flush_all()
+
+
+def delete_queue(broker: RabbitmqBroker, name: str) -> None:
+    """Delete a test's own queue with its delay and dead-letter queues, and forget it.
+
+    On a connection of its own: the test may have left the broker's thread channel closed.
+    """
+    connection = pika.BlockingConnection(broker.parameters)
+    try:
+        channel = connection.channel()
+        for doomed in (name, dq_name(name), xq_name(name)):
+            channel.queue_delete(doomed)
+    finally:
+        connection.close()
+    broker.queues.discard(name)
+    broker.delay_queues.discard(dq_name(name))
