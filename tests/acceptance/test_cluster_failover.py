@@ -216,6 +216,17 @@ def _consumer_nodes(cluster: RabbitCluster, queue: str) -> list[str]:
     return nodes
 
 
+def _both_consumers_of_default(cluster: RabbitCluster) -> list[str]:
+    """The nodes the two workers consume `default` through, once both do: a worker logs
+    that it is ready before its consumer threads connect."""
+
+    def both() -> list[str] | None:
+        nodes = _consumer_nodes(cluster, "default")
+        return nodes if len(nodes) == 2 else None
+
+    return wait_until(both, 60, "both workers consuming default")
+
+
 def _report(title: str, numbers: dict[str, Any]) -> None:
     print(f"\n{title}: " + ", ".join(f"{key}={value}" for key, value in numbers.items()))
 
@@ -234,14 +245,11 @@ def test_a_killed_broker_node_loses_no_job(
         # Connections go to the nodes in random order: restart a worker until one consumes
         # `default` through the leader, so that killing it catches jobs in flight.
         for _ in range(20):
-            # A worker logs that it is ready before its consumer threads connect: wait
-            # for both consumers of `default`, or the check reads the old set.
-            wait_until(lambda: len(_consumer_nodes(cluster, "default")) == 2, 60, "2 consumers")
-            if leader in _consumer_nodes(cluster, "default"):
+            if leader in _both_consumers_of_default(cluster):
                 break
             workers[0].stop()
             workers[0] = Worker(workers[0].log, env)
-        assert leader in _consumer_nodes(cluster, "default")
+        assert leader in _both_consumers_of_default(cluster)
         submitter = Submitter(api, token, seconds=0.05)
         threads = submitter.in_threads(jobs, threads=4)
         wait_until(lambda: len(submitter.accepted) >= jobs // 2, 120, "half the jobs accepted")
