@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from tests.acceptance.conftest import BIN, WorkerProcess, jobstack
+from tests.support.ports import free_port
 from tests.support.prometheus import RunningPrometheus
-from tests.support.served_api import ServedApi, free_port
+from tests.support.served_api import ServedApi
 from tests.support.services import reachable
 from tests.support.waiting import wait_until
 

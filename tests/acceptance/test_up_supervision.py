@@ -18,8 +18,8 @@ import pytest
 from actors import diagnostics
 from app.jobs import submit
 from tests.acceptance.conftest import BIN, REPO
+from tests.support.ports import free_port
 from tests.support.rabbit import purge, real_broker
-from tests.support.served_api import free_port
 from tests.support.waiting import wait_for_state, wait_until
 
 READY = "Worker process is ready for action."

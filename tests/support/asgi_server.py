@@ -11,7 +11,7 @@ import uvicorn
 
 from api.serving.app import create_asgi_app
 from api.serving.protocol import HeaderDeadlineProtocol
-from tests.support.served_api import free_port
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from tests.support.served_api import free_port
+from tests.support.ports import free_port
 from tests.support.services import postgres_admin_url, require
 from tests.support.waiting import wait_until
 

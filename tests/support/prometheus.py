@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.served_api import free_port
+from tests.support.ports import free_port
 from tests.support.services import require
 from tests.support.waiting import wait_until
 

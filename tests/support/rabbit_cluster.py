@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from tests.support import ports
 
 USER = "jobstack"
 PASSWORD = "jobstack"
@@ -58,31 +59,13 @@ def scripts_dir() -> Path | None:
     return Path(found).resolve().parent if found else None
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_ports(count: int) -> list[int]:
     """``count`` free TCP ports below the kernel's ephemeral range, so that no outgoing
     connection takes a killed node's port before it restarts."""
     try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    chosen: list[int] = []
-    candidates = [p for p in range(20000, low) if p not in CLI_DIST_PORTS]
-    random.shuffle(candidates)
-    for port in candidates:
-        if _port_free(port):
-            chosen.append(port)
-            if len(chosen) == count:
-                return chosen
-    raise ClusterError(f"no {count} free TCP ports between 20000 and {low}")
+        return ports.free_ports(count, avoid=CLI_DIST_PORTS)
+    except RuntimeError as error:
+        raise ClusterError(str(error)) from None
 
 
 def _tail(path: Path, lines: int = 40) -> str:

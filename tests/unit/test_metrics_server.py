@@ -19,7 +19,8 @@ from app.config import Settings
 from app.observability import metrics_dir
 from app.observability.metrics_auth import allowed
 from app.observability.metrics_server import metrics_app
-from tests.support.served_api import REPO, free_port
+from tests.support.ports import free_port
+from tests.support.served_api import REPO
 
 #: A worker process in miniature: its metrics folder set, one attempt counted.
 COUNT_ONE_ATTEMPT = """
