@@ -117,7 +117,7 @@ def _latency(served: ServedApi) -> float:
     return time.monotonic() - started
 
 
-def test_healthz_answers_within_a_second_while_200_sockets_trickle_and_100_streams_are_open(
+def test_healthz_answers_promptly_while_200_sockets_trickle_and_100_streams_are_open(
     served: ServedApi,
 ) -> None:
     tokens = [create_token("acme", {"jobs:read"}) for _ in range(STREAMS // 20)]
@@ -142,9 +142,12 @@ def test_healthz_answers_within_a_second_while_200_sockets_trickle_and_100_strea
         f"median {statistics.median(ordered) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
         f"({len(ordered)} requests)"
     )
-    assert max(latencies) < 1.0
+    # Requests stuck behind the trickling sockets would wait for their header deadline
+    # (4 s); one scheduling stall on a loaded machine must not fail the test.
+    assert statistics.median(ordered) < 0.25
+    assert max(latencies) < HEADER_TIMEOUT / 2
     # Every stream's slot is given back once its client has gone.
-    wait_until(lambda: _open_streams() == 0, 5, "the stream slots to be given back")
+    wait_until(lambda: _open_streams() == 0, 20, "the stream slots to be given back")
 
 
 def test_streams_over_the_token_limit_get_429(served: ServedApi) -> None:
@@ -173,15 +176,16 @@ def test_a_stream_ends_when_its_client_goes_and_when_its_token_is_revoked(
     left = Stream(served, job_id, token)
     wait_until(lambda: _open_streams() == 1, 5, "the stream to be counted")
     left.close()
-    wait_until(lambda: _open_streams() == 0, 2, "the slot of a closed stream to be given back")
+    # A leaked slot would stay taken for 30 s: 10 s tells the two apart on a loaded machine.
+    wait_until(lambda: _open_streams() == 0, 10, "the slot of a closed stream to be given back")
 
     revoked = Stream(served, job_id, token)
     with db.session_scope() as session:
         token_id = session.scalars(select(ApiToken.id).where(ApiToken.scopes == "jobs:read")).one()
     listed = jobstack("tokens", "list")
     assert token_id in listed.stdout and "revoked -" in listed.stdout
-    started = time.monotonic()
     assert jobstack("tokens", "revoke", token_id).returncode == 0
+    started = time.monotonic()  # After the CLI, whose start-up alone can take a second.
     revoked.read_to_end()
     revoked.close()
     assert time.monotonic() - started < 3

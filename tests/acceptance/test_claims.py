@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy import text
+
+from app import db
 from app.jobs import get_job, list_events, submit
 from app.outbox.publish import published_marks
 from tests.acceptance.conftest import WorkerProcess
@@ -23,6 +26,22 @@ MODULES = ("tests.support.marking_actors",)
 def _ready() -> int:
     channel = real_broker().channel
     return int(channel.queue_declare("default", passive=True).method.message_count)
+
+
+def _blocked_backends() -> int | None:
+    """PostgreSQL sessions of this database waiting for a lock; None on SQLite."""
+    engine = db.get_engine()
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        return int(
+            connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        )
 
 
 def _dying_with_its_client(url: str) -> dict[str, str]:
@@ -48,9 +67,16 @@ def test_a_worker_killed_before_the_shared_commit_started_and_acked_nothing(
     with all_jobs_held():
         worker = start_worker(env=_dying_with_its_client(database_url), modules=MODULES)
         wait_until(lambda: _ready() == 0, 20, "every message delivered to the worker")
-        time.sleep(1.0)  # Its claims are handed to the committer, which waits for the rows.
+        # Its claims are handed to the committer, which waits for the rows.
+        if _blocked_backends() is None:
+            time.sleep(1.0)  # SQLite: nothing to look at; a dead process holds nothing.
+        else:
+            wait_until(lambda: _blocked_backends(), 20, "the worker's commit to wait")
         worker.kill()
-        time.sleep(1.0)  # PostgreSQL notices the dead client and abandons its statement.
+        if _blocked_backends() is not None:
+            wait_until(
+                lambda: _blocked_backends() == 0, 20, "PostgreSQL to drop the dead statement"
+            )
 
     wait_until(lambda: _ready() == JOBS, 20, "every message back in the queue")
     assert not marks.exists()  # no actor ran

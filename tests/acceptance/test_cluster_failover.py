@@ -342,21 +342,23 @@ def test_a_worker_host_cut_off_from_the_broker_loses_no_job_and_recovers(
     require(available, f"network namespaces ({why})")
     jobs, seconds, partition = 300, 0.5, 10.0
     with WorkerHost() as cut_host, WorkerHost() as other_host:
-        workers = {}
-        for name, host in (("cut", cut_host), ("other", other_host)):
-            # Heartbeats every 2 s: RabbitMQ drops a silent host's connections in ~4-6 s,
-            # within the partition, and hands its messages to the other host.
-            env = _quorum_env(
-                cluster.url_list(host=host.broker_address, heartbeat=2),
-                _database_url_inside(host, database_url),
-            )
-            workers[name] = Worker(tmp_path / f"worker-{name}.log", env, host)
+        workers: dict[str, Worker] = {}
         api = ServedApi(BIN, tmp_path / "api.log", _quorum_env(cluster.url_list(), database_url))
         token = create_token("acme", {"jobs:read", "jobs:write"})
         try:
+            # Every job is queued before the workers start: the cut host then holds a full
+            # prefetch when it is cut off, however fast submits go on this machine.
             submitter = Submitter(api, token, seconds=seconds)
             for thread in submitter.in_threads(jobs, threads=2):
                 thread.join(120)
+            for name, host in (("cut", cut_host), ("other", other_host)):
+                # Heartbeats every 2 s: RabbitMQ drops a silent host's connections in ~4-6
+                # s, within the partition, and hands its messages to the other host.
+                env = _quorum_env(
+                    cluster.url_list(host=host.broker_address, heartbeat=2),
+                    _database_url_inside(host, database_url),
+                )
+                workers[name] = Worker(tmp_path / f"worker-{name}.log", env, host)
             wait_until(
                 lambda: sum(workers["cut"].completions().values()) >= 10, 60, "the cut host at work"
             )

@@ -86,8 +86,9 @@ def test_a_job_submitted_over_http_appears_and_is_followed_live_to_success(stack
     page = session.goto("/jobs")
     # Set once: a reload would lose it, so finding it at the end proves none happened.
     page.evaluate("window.__loadedOnce = true")
-    # Two 3-second jobs take both worker threads: the next job waits, queued, for one.
-    blockers = [stack.submit(stack.writer, "diagnostics.sleep", seconds=3) for _ in range(2)]
+    # Two 6-second jobs take both worker threads: the next job waits, queued, for one,
+    # long enough for a 2 s list refresh, the click and the detail page on a busy machine.
+    blockers = [stack.submit(stack.writer, "diagnostics.sleep", seconds=6) for _ in range(2)]
     job_id = stack.submit(stack.writer, "diagnostics.sleep", seconds=4)
 
     row = page.locator(f'tr[data-job="{job_id}"]')
@@ -99,7 +100,7 @@ def test_a_job_submitted_over_http_appears_and_is_followed_live_to_success(stack
 
     seen_states: list[str] = []
     progress: list[int] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
         state = _state(page)
         if not seen_states or seen_states[-1] != state:

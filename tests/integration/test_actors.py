@@ -53,3 +53,13 @@ def stubborn(seconds: float) -> None:
 def step(seconds: float) -> None:
     """A short unit of work, for backlogs."""
     time.sleep(seconds)
+
+
+#: Gates that tests open; ``gated`` jobs wait on them (the worker runs in the test process).
+GATES: dict[str, threading.Event] = {}
+
+
+@dramatiq.actor(actor_name="tests.gated", max_retries=0)
+def gated(gate: str) -> None:
+    """Holds its worker thread until the test opens ``gate`` (60 s at most)."""
+    GATES[gate].wait(60)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from app.jobs import get_job, submit
 from app.recording import claims
+from app.states import JobState
 from tests.integration import test_actors
 from tests.support.waiting import wait_for_state
 from tests.support.workers import running_worker
@@ -20,9 +23,17 @@ pytestmark = pytest.mark.classic
 def test_a_high_priority_job_starts_before_the_backlog_ahead_of_it_drains(
     rabbit: RabbitmqBroker,
 ) -> None:
+    gate = test_actors.GATES["priorities"] = threading.Event()
     with running_worker(rabbit, threads=1) as worker:
-        backlog = [submit(test_actors.step, kwargs={"seconds": 0.05}) for _ in range(BACKLOG)]
-        urgent = submit(test_actors.step, kwargs={"seconds": 0.05}, priority=9)
+        # The only thread is held while the backlog and the urgent job are queued: how
+        # fast submits go against the worker then decides nothing.
+        holder = submit(test_actors.gated, kwargs={"gate": "priorities"})
+        try:
+            wait_for_state(holder.id, {JobState.RUNNING})
+            backlog = [submit(test_actors.step, kwargs={"seconds": 0.05}) for _ in range(BACKLOG)]
+            urgent = submit(test_actors.step, kwargs={"seconds": 0.05}, priority=9)
+        finally:
+            gate.set()
         urgent_started = wait_for_state(urgent.id, timeout=30).started_at
         for job in backlog:
             wait_for_state(job.id, timeout=30)

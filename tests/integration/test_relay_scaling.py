@@ -4,6 +4,7 @@ real RabbitMQ)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,8 +34,13 @@ class CountingRelay(Relay):
     """A relay that counts what its passes published."""
 
     published = 0
+    #: Passed once before the first pass, so that every relay's first pass starts together.
+    start_line: threading.Barrier | None = None
 
     def run_once(self) -> int:
+        if self.start_line is not None:
+            start_line, self.start_line = self.start_line, None
+            start_line.wait(30)
         count = super().run_once()
         self.published += count
         return count
@@ -103,8 +109,10 @@ def test_relays_publish_a_backlog_each_row_once(
 ) -> None:
     jobs = _backlog(ROWS)
     running = [CountingRelay(rabbit, SETTINGS) for _ in range(relays)]
+    start_line = threading.Barrier(relays)
     for n, relay in enumerate(running):
         relay.holder = f"relay-{n}"
+        relay.start_line = start_line
 
     started = time.perf_counter()
     for relay in running:

@@ -12,11 +12,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tests.support.services import require
 
 CHROMIUM = Path(os.environ.get("JOBSTACK_TEST_CHROMIUM", "/usr/bin/chromium"))
+
+#: How long a page action or an ``expect`` waits: a worker and a 1–2 s page refresh may
+#: stand between a click and what it shows, on a machine that runs the whole suite.
+WAIT_MS = 20_000
+# The context's default timeout does not reach expect(), which has its own 5 s.
+expect.set_options(timeout=WAIT_MS)
 
 
 @contextmanager
@@ -37,7 +43,7 @@ class Session:
     def __init__(self, browser: Browser, base: str) -> None:
         self.base = base
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
-        self.context.set_default_timeout(20_000)
+        self.context.set_default_timeout(WAIT_MS)
         self.page: Page = self.context.new_page()
         self.console: list[str] = []
         self.page.on("console", self._note)
