@@ -247,6 +247,8 @@ class Worker(Base):
     #: Worker threads of the process, and its resident memory at the last heartbeat.
     threads: Mapped[int | None] = mapped_column(Integer)
     rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    #: app.workers.process_key: lets a worker on the same machine tell that this one died.
+    process_key: Mapped[str | None] = mapped_column(String(160))
 
 
 class IngestionRun(Base):

@@ -6,6 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,6 +19,56 @@ from app.timeutil import utcnow
 def worker_id() -> str:
     """``hostname:pid`` of this process (read at call time, so correct after fork)."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_key(pid: int | None = None) -> str | None:
+    """What names process ``pid`` (default: this one) apart from every other process:
+    ``boot id|PID namespace|pid|start time``. None where /proc does not tell.
+
+    A pid alone is reused, and the same pid in another container or on another host is
+    another process; the key is only ever compared within one kernel and PID namespace
+    (:func:`process_gone`).
+    """
+    pid = os.getpid() if pid is None else pid
+    started = _start_ticks(pid)
+    scope = _pid_scope()
+    if started is None or scope is None:
+        return None
+    return f"{scope}|{pid}|{started}"
+
+
+def process_gone(key: str) -> bool:
+    """True only when the process ``key`` names has certainly ended: it ran under this
+    kernel and PID namespace, and its pid is now unused, a zombie, or another process.
+    A process elsewhere (another host or container) is never called gone here."""
+    parts = key.split("|")
+    if len(parts) != 4 or not parts[2].isdigit() or _pid_scope() != f"{parts[0]}|{parts[1]}":
+        return False
+    return _start_ticks(int(parts[2])) != parts[3]
+
+
+def _pid_scope() -> str | None:
+    """This kernel's boot id and this process's PID namespace."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot}|{namespace}"
+
+
+def _start_ticks(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot; None if no live process has it
+    (a zombie has died: only its exit status waits to be read)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields after it only.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 @dataclass(frozen=True)
@@ -33,6 +84,7 @@ class Beat:
     failed: int
     threads: int | None = None
     rss_bytes: int | None = None
+    process_key: str | None = None
 
 
 def record_beat(session: Session, beat: Beat) -> None:
@@ -49,6 +101,7 @@ def record_beat(session: Session, beat: Beat) -> None:
         "failed": beat.failed,
         "threads": beat.threads,
         "rss_bytes": beat.rss_bytes,
+        "process_key": beat.process_key,
         "stopped_at": None,
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite

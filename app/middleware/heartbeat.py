@@ -13,7 +13,14 @@ from dramatiq.middleware import Middleware
 
 from app import db
 from app.timeutil import utcnow
-from app.workers import Beat, record_beat, record_stop, resident_bytes, worker_id
+from app.workers import (
+    Beat,
+    process_key,
+    record_beat,
+    record_stop,
+    resident_bytes,
+    worker_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +98,7 @@ class WorkerHeartbeat(Middleware):
                 failed=self._failed,
                 threads=self._threads,
                 rss_bytes=resident_bytes(),
+                process_key=process_key(),
             )
 
     def _beat_forever(self) -> None:

@@ -31,7 +31,7 @@ from app.states import TERMINAL_STATES, JobState
 from app.timeutil import utcnow
 from app.transitions import transition
 from app.webhooks import enqueue_delivery
-from app.workers import worker_id
+from app.workers import process_gone, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,8 @@ def _live_holder(session: Session, job_id: str) -> str | None:
     meanwhile. It counts as running the job while its heartbeats go on and either list
     the job or are not a heartbeat newer than the start (a job claimed, not yet taken by
     a thread), and never past the job's longest time limit. A worker that really died
-    falls silent: after SILENT_BEATS heartbeat intervals its job is started again.
+    falls silent: after SILENT_BEATS heartbeat intervals its job is started again, or at
+    once when it ran on this machine and its process is gone (a SIGKILL, the OOM killer).
     """
     row = session.execute(select(Job.worker_id, Job.started_at).where(Job.id == job_id)).one()
     if row.worker_id is None or row.started_at is None:
@@ -262,6 +263,8 @@ def _live_holder(session: Session, job_id: str) -> str | None:
         return None
     worker = session.get(WorkerRow, row.worker_id)
     if worker is None or worker.stopped_at is not None:
+        return None
+    if worker.process_key is not None and process_gone(worker.process_key):
         return None
     if now - worker.last_seen > timedelta(seconds=SILENT_BEATS * settings.heartbeat_interval):
         return None

@@ -79,20 +79,24 @@ def test_bad_cli_input_is_refused_with_what_was_wrong(clean_db: str) -> None:
 
 
 def test_a_job_whose_worker_is_killed_completes_on_a_new_worker_as_attempt_2(
-    start_worker: Callable[[], WorkerProcess],
+    start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    first = start_worker()
+    # Production's heartbeat interval: the dead worker's last beat is recent, and only
+    # seeing that its process is gone lets the new worker start the job at once.
+    beats = {"JOBSTACK_HEARTBEAT_INTERVAL": "10"}
+    first = start_worker(env=beats)
     job = submit(diagnostics.sleep, kwargs={"seconds": 3})
     wait_for_state(job.id, {JobState.RUNNING}, timeout=20)
 
     first.kill()
     assert get_job(job.id).state == "running"  # Nobody recorded an outcome.
 
-    start_worker()
+    second = start_worker(env=beats)
     done = wait_for_state(job.id, timeout=30)
     assert (done.state, done.attempts, done.result) == ("succeeded", 2, 3)
     kinds = [e.kind for e in list_events(job.id) if e.kind != "progress"]
     assert kinds == ["created", "started", "redelivered", "succeeded"]
+    assert "came back from RabbitMQ while worker" not in second.log.read_text()
 
 
 def test_db_upgrade_creates_the_schema_in_a_new_database(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from datetime import timedelta
@@ -19,6 +20,7 @@ from app.models import Job
 from app.models import Worker as WorkerRow
 from app.states import JobState
 from app.timeutil import utcnow
+from app.workers import process_key
 from tests.support.factories import make_job
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
@@ -294,7 +296,9 @@ def test_an_actors_time_limit_is_capped_below_the_consumer_timeout(stub: StubAct
     assert (done.state, done.error_type) == ("failed", "TimeLimitExceeded")
 
 
-def _holder(job_id: str, *, silent_for: float, lists_the_job: bool) -> None:
+def _holder(
+    job_id: str, *, silent_for: float, lists_the_job: bool, process_key: str | None = None
+) -> None:
     """The job's current attempt started 30 s ago by worker ``w:1``, whose last heartbeat
     was ``silent_for`` seconds ago."""
     now = utcnow()
@@ -311,6 +315,7 @@ def _holder(job_id: str, *, silent_for: float, lists_the_job: bool) -> None:
                 started_at=now - timedelta(minutes=5),
                 last_seen=now - timedelta(seconds=silent_for),
                 running_job_ids=[job_id] if lists_the_job else [],
+                process_key=process_key,
             )
         )
 
@@ -359,3 +364,35 @@ def test_a_redelivery_of_a_job_its_live_worker_no_longer_runs_starts_it(
 
     assert get_job(job_id).attempts == 2
     assert _held_back(stub) == []
+
+
+def test_a_redelivery_whose_worker_died_on_this_machine_starts_at_once(
+    stub: StubActors,
+) -> None:
+    """Its last heartbeat is recent and lists the job, but its process is gone (SIGKILL,
+    the OOM killer): waiting for it to fall silent would only delay the job."""
+    dead = subprocess.Popen(["sleep", "60"])
+    key = process_key(dead.pid)
+    dead.kill()
+    dead.wait()
+    job_id = make_job(JobState.RUNNING, attempts=1)
+    _holder(job_id, silent_for=0.1, lists_the_job=True, process_key=key)
+
+    _deliver(stub, job_id, sent_after=0, redelivered=True)
+
+    assert get_job(job_id).attempts == 2
+    assert list_events(job_id)[-1].kind == "redelivered"
+    assert _held_back(stub) == []
+
+
+def test_a_redelivery_whose_worker_runs_on_this_machine_still_waits(stub: StubActors) -> None:
+    """The same with the worker's process alive: it lost its broker connection, not its
+    life, so its job must not start twice."""
+    job_id = make_job(JobState.RUNNING, attempts=1)
+    _holder(job_id, silent_for=0.1, lists_the_job=True, process_key=process_key())
+
+    with pytest.raises(SkipMessage):
+        _deliver(stub, job_id, sent_after=0, redelivered=True)
+
+    assert get_job(job_id).attempts == 1
+    assert [copy.message_id for copy in _held_back(stub)] == [job_id]
