@@ -11,6 +11,7 @@ from pathlib import Path
 from actors import diagnostics
 from app.jobs import get_job, list_events, submit
 from app.states import JobState
+from app.timeutil import utcnow
 from tests.acceptance.conftest import WorkerProcess, jobstack
 from tests.support.locks import job_row_held
 from tests.support.waiting import wait_for_state, wait_until
@@ -92,11 +93,13 @@ def test_a_job_whose_worker_is_killed_completes_on_a_new_worker_as_attempt_2(
     assert get_job(job.id).state == "running"  # Nobody recorded an outcome.
 
     second = start_worker(env=beats)
+    ready_at = utcnow()
     done = wait_for_state(job.id, timeout=30)
     assert (done.state, done.attempts, done.result) == ("succeeded", 2, 3)
-    kinds = [e.kind for e in list_events(job.id) if e.kind != "progress"]
-    assert kinds == ["created", "started", "redelivered", "succeeded"]
+    events = [e for e in list_events(job.id) if e.kind != "progress"]
+    assert [e.kind for e in events] == ["created", "started", "redelivered", "succeeded"]
     assert "came back from RabbitMQ while worker" not in second.log.read_text()
+    print(f"\nrestarted {(events[2].at - ready_at).total_seconds():.2f} s after the new worker")
 
 
 def test_db_upgrade_creates_the_schema_in_a_new_database(tmp_path: Path) -> None:
