@@ -23,52 +23,73 @@ def worker_id() -> str:
 
 def process_key(pid: int | None = None) -> str | None:
     """What names process ``pid`` (default: this one) apart from every other process:
-    ``boot id|PID namespace|pid|start time``. None where /proc does not tell.
+    ``boot id|PID namespace|time namespace|pid|start time``. None where /proc does not
+    tell.
 
     A pid alone is reused, and the same pid in another container or on another host is
-    another process; the key is only ever compared within one kernel and PID namespace
-    (:func:`process_gone`).
+    another process; the key is only ever compared within one kernel, PID namespace and
+    time namespace (the start time /proc shows depends on the reader's), in
+    :func:`process_gone`.
     """
     pid = os.getpid() if pid is None else pid
-    started = _start_ticks(pid)
     scope = _pid_scope()
-    if started is None or scope is None:
+    stat = _stat(pid)
+    if scope is None or stat is None:
         return None
-    return f"{scope}|{pid}|{started}"
+    return f"{scope}|{pid}|{stat[1]}"
 
 
 def process_gone(key: str) -> bool:
     """True only when the process ``key`` names has certainly ended: it ran under this
-    kernel and PID namespace, and its pid is now unused, a zombie, or another process.
-    A process elsewhere (another host or container) is never called gone here."""
+    kernel and these namespaces, and its pid is now unused, a zombie, or another
+    process. A process elsewhere (another host or container), or one this process may
+    not look at, is never called gone: the caller would run its job a second time."""
     parts = key.split("|")
-    if len(parts) != 4 or not parts[2].isdigit() or _pid_scope() != f"{parts[0]}|{parts[1]}":
+    if len(parts) != 5 or not parts[3].isdigit() or _pid_scope() != "|".join(parts[:3]):
         return False
-    return _start_ticks(int(parts[2])) != parts[3]
+    pid = int(parts[3])
+    stat = _stat(pid)
+    if stat is None:
+        # No /proc entry we may read: hidden (hidepid, another user) or gone. Only the
+        # kernel's answer to signal 0 tells the two apart.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    state, started = stat
+    return state in ("Z", "X") or started != parts[4]
 
 
 def _pid_scope() -> str | None:
-    """This kernel's boot id and this process's PID namespace."""
+    """This kernel's boot id, and this process's PID and time namespaces; None unless
+    /proc is this PID namespace's own (its pids are the ones os.getpid() gives)."""
     try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return None
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        namespace = os.readlink("/proc/self/ns/pid")
+        pids = os.readlink("/proc/self/ns/pid")
     except OSError:
         return None
-    return f"{boot}|{namespace}"
-
-
-def _start_ticks(pid: int) -> str | None:
-    """When ``pid`` started, in clock ticks since boot; None if no live process has it
-    (a zombie has died: only its exit status waits to be read)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        times = os.readlink("/proc/self/ns/time")
+    except OSError:
+        times = ""  # Kernels before 5.6 have no time namespaces.
+    return f"{boot}|{pids}|{times}"
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """The state of ``pid`` and when it started (clock ticks since boot), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    # The command name (field 2) may hold spaces and parentheses: fields after it only.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
+    # The command name (field 2) may hold spaces, parentheses and any bytes: read only
+    # the fields after it.
+    fields = stat[stat.rindex(b")") + 2 :].decode("ascii", "replace").split()
+    return fields[0], fields[19]
 
 
 @dataclass(frozen=True)

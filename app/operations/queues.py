@@ -10,6 +10,9 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 
+#: What pika raises on a connection that was open and is no longer.
+DROPPED = (pika.exceptions.StreamLostError, pika.exceptions.ConnectionClosed)
+
 
 @dataclass(frozen=True)
 class QueueStats:
@@ -49,9 +52,10 @@ def _rabbitmq_stats(broker: RabbitmqBroker, name: str) -> QueueStats:
             break
         except pika.exceptions.AMQPError as error:
             del broker.connection  # The next caller gets a fresh connection.
-            # A dropped connection (a restarted node, missed heartbeats) is read again
-            # once on a fresh one: counting changes nothing.
-            if attempt == 2 or not isinstance(error, pika.exceptions.AMQPConnectionError):
+            # A connection that was up and dropped (a restarted node, missed heartbeats)
+            # is read again once on a fresh one: counting changes nothing. One that could
+            # not be opened is not tried twice.
+            if attempt == 2 or not isinstance(error, DROPPED):
                 raise
     return QueueStats(
         name,

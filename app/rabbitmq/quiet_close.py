@@ -33,11 +33,12 @@ def closing_quietly(*loggers: logging.Logger) -> Iterator[None]:
     for logger in (*_pika_loggers(), *loggers):
         if _filter not in logger.filters:
             logger.addFilter(_filter)
+    outer = getattr(_filter.local, "closing", False)
     _filter.local.closing = True
     try:
         yield
     finally:
-        _filter.local.closing = False
+        _filter.local.closing = outer
 
 
 def _pika_loggers() -> list[logging.Logger]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from app import workers
 from app.workers import process_gone, process_key
 
 
@@ -41,18 +42,34 @@ def test_a_killed_process_is_gone_before_and_after_it_is_reaped(
 def test_a_pid_taken_by_another_process_is_gone() -> None:
     key = process_key()
     assert key is not None
-    boot, namespace, pid, started = key.split("|")
+    *scope, pid, started = key.split("|")
     # This pid, started at another time: the process the key named has ended.
-    assert process_gone("|".join([boot, namespace, pid, str(int(started) + 1)]))
+    assert process_gone("|".join([*scope, pid, str(int(started) + 1)]))
+
+
+def test_a_process_whose_proc_entry_cannot_be_read_is_gone_only_if_the_kernel_says_so(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc mounted with hidepid, or another user's worker: signal 0 decides."""
+    alive = process_key(sleeper.pid)
+    dead_process = subprocess.Popen(["true"])
+    dead = process_key(dead_process.pid)
+    dead_process.wait()
+    assert alive is not None and dead is not None
+    monkeypatch.setattr(workers, "_stat", lambda pid: None)
+
+    assert not process_gone(alive)
+    assert process_gone(dead)
 
 
 @pytest.mark.parametrize(
     "key",
     [
-        "another-boot|pid:[4026531836]|1|1",  # Another machine, or this one before a reboot.
+        "another-boot|pid:[4026531836]||1|1",  # Another machine, or this one before a reboot.
+        "another-boot|pid:[4026531836]|1|1",  # Not five fields.
         "",
         "not a key",
-        "a|b|not-a-pid|1",
+        "a|b|c|not-a-pid|1",
     ],
 )
 def test_a_process_elsewhere_or_a_bad_key_is_never_called_gone(key: str) -> None:
