@@ -180,6 +180,11 @@ class Tracking(Middleware):
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         if hasattr(broker, "claim_starts"):
             setattr(broker, "claim_starts", None)  # noqa: B010 - consumers made later start jobs themselves
+        self.close()
+
+    def close(self) -> None:
+        """Stop the group committer's thread, which gives back its database connection.
+        A worker's shutdown does this; code that runs the hooks without a worker must."""
         self._committer.stop()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:

@@ -14,7 +14,7 @@ from dramatiq.brokers.stub import StubBroker
 from app.broker import build_middleware
 from app.context import current_job
 from app.errors import PermanentError
-from tests.support.workers import running_worker
+from tests.support.workers import close_broker, running_worker
 
 
 @dataclass
@@ -57,7 +57,7 @@ def stub(clean_db: str) -> Iterator[StubActors]:
             runs.append(current_job().id)
 
     yield StubActors(broker, echo, flaky, broken, counted, runs)
-    broker.close()
+    close_broker(broker)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from app.observability.error_reports import init_error_reports
 from app.observability.job_error_reports import JobErrorReports, current_trace_id
 from app.states import JobState
 from tests.support.sentry_receiver import SentryReceiver, tags
-from tests.support.workers import running_worker
+from tests.support.workers import close_broker, running_worker
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def actors(receiver: SentryReceiver, clean_db: str) -> Iterator[Actors]:
 
     with running_worker(broker, threads=2):
         yield Actors(broker, flaky, broken, slow, retrying)
-    broker.close()
+    close_broker(broker)
 
 
 def _events_after_drain(actors: Actors, receiver: SentryReceiver, job_id: str) -> list[Any]:

@@ -26,7 +26,7 @@ from app.observability.metrics import READY_AT_OPTION, JobMetrics, worker_middle
 from app.observability.names import OUTCOMES
 from app.observability.worker_metrics import WorkerMetrics
 from tests.support.waiting import wait_until
-from tests.support.workers import running_worker
+from tests.support.workers import close_broker, running_worker
 
 
 @dataclass
@@ -84,7 +84,7 @@ def counted(clean_db: str) -> Iterator[Counted]:
     }
     with running_worker(broker, threads=2):
         yield Counted(broker, registry, actors)
-    broker.close()
+    close_broker(broker)
 
 
 def test_each_attempt_is_counted_once_by_its_outcome(counted: Counted) -> None:
@@ -216,7 +216,7 @@ def test_a_delayed_message_keeps_its_due_time_when_the_worker_enqueues_it_again(
     again = due.copy()
     middleware.before_enqueue(broker, again, None)
     assert again.options[READY_AT_OPTION] >= current_millis() - 1_000
-    broker.close()
+    close_broker(broker)
 
 
 def test_metrics_are_off_by_default_and_never_dramatiqs_own() -> None:
