@@ -28,12 +28,9 @@ def _ready() -> int:
     return int(channel.queue_declare("default", passive=True).method.message_count)
 
 
-def _blocked_backends() -> int | None:
-    """PostgreSQL sessions of this database waiting for a lock; None on SQLite."""
-    engine = db.get_engine()
-    if engine.dialect.name != "postgresql":
-        return None
-    with engine.connect() as connection:
+def _blocked_backends() -> int:
+    """PostgreSQL sessions of this database waiting for a lock."""
+    with db.get_engine().connect() as connection:
         return int(
             connection.scalar(
                 text(
@@ -68,12 +65,13 @@ def test_a_worker_killed_before_the_shared_commit_started_and_acked_nothing(
         worker = start_worker(env=_dying_with_its_client(database_url), modules=MODULES)
         wait_until(lambda: _ready() == 0, 20, "every message delivered to the worker")
         # Its claims are handed to the committer, which waits for the rows.
-        if _blocked_backends() is None:
-            time.sleep(1.0)  # SQLite: nothing to look at; a dead process holds nothing.
+        on_postgres = db.get_engine().dialect.name == "postgresql"
+        if on_postgres:
+            wait_until(_blocked_backends, 20, "the worker's commit to wait")
         else:
-            wait_until(lambda: _blocked_backends(), 20, "the worker's commit to wait")
+            time.sleep(1.0)  # SQLite: nothing to look at; a dead process holds nothing.
         worker.kill()
-        if _blocked_backends() is not None:
+        if on_postgres:
             wait_until(
                 lambda: _blocked_backends() == 0, 20, "PostgreSQL to drop the dead statement"
             )
